@@ -1,0 +1,302 @@
+// Package configs is the VM configuration: the TOML schema as Go types,
+// strict decoding (an unknown key is an error naming the key and its line),
+// validation that reports every problem at once, and the example files in
+// configs/examples.
+//
+// Decoding never touches the host: Validate checks the config for internal
+// consistency only. Whether a kernel or a backing file exists is checked by
+// the VMM when it opens them.
+package configs
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/pelletier/go-toml/v2"
+)
+
+// Mode says what the VM must survive, and so which memory it may use.
+type Mode string
+
+const (
+	// ModeNone: the VM lives as long as the VMM process. The default.
+	ModeNone Mode = "none"
+	// ModeReboot: the VM survives a host kernel update (suspend to S3,
+	// kexec, resume). Guest RAM must outlive the host kernel.
+	ModeReboot Mode = "reboot"
+	// ModeRestart: the VM survives a restart of the VMM binary (exec with
+	// memory descriptors inherited). Guest RAM must outlive the process.
+	ModeRestart Mode = "restart"
+)
+
+// ConsoleOutput is where the serial console (COM1) goes.
+type ConsoleOutput string
+
+const (
+	ConsoleStdout ConsoleOutput = "stdout" // the default
+	ConsoleFile   ConsoleOutput = "file"   // appended to Console.Path
+	ConsoleNone   ConsoleOutput = "none"   // discarded
+)
+
+// Special values of Memory.Backing; anything else must be an absolute path.
+const (
+	BackingAnonymous = "anonymous" // private to the VMM process
+	BackingMemfd     = "memfd"     // an anonymous file; survives exec when inherited
+)
+
+// VM is one virtual machine's configuration: the top level of the TOML file.
+type VM struct {
+	Name    string   `toml:"name"`
+	Mode    Mode     `toml:"mode"`  // "" means ModeNone
+	VCPUs   int      `toml:"vcpus"` // 1..MaxVCPUs
+	Boot    Boot     `toml:"boot"`
+	Memory  []Memory `toml:"memory"` // laid out in this order from guest-physical 0
+	Console Console  `toml:"console"`
+	Agent   Agent    `toml:"agent"`
+	Control Control  `toml:"control"`
+}
+
+// Boot is how the guest kernel is started.
+type Boot struct {
+	Kernel  string `toml:"kernel"`  // absolute path of a bzImage
+	Initrd  string `toml:"initrd"`  // optional absolute path
+	Cmdline string `toml:"cmdline"` // kernel command line
+}
+
+// Memory is one block of guest RAM and what backs it.
+type Memory struct {
+	// Name is unique within the VM; it keys the block's state section
+	// ("memory/<name>"), so renaming a block is a config change.
+	Name string `toml:"name"`
+	// Size in bytes, a multiple of 2 MiB.
+	Size Size `toml:"size"`
+	// Backing is BackingAnonymous, BackingMemfd or the absolute path of a
+	// file (tmpfs, /dev/shm, hugetlbfs, fsdax) or a device (/dev/daxX.Y).
+	Backing string `toml:"backing"`
+	// Shared maps the block MAP_SHARED. Required for file and memfd backings.
+	Shared bool `toml:"shared"`
+	// Create creates a missing backing file (never truncating an existing
+	// one). File backings only.
+	Create bool `toml:"create"`
+}
+
+// IsFile reports whether the backing is a path (not anonymous or memfd).
+func (m *Memory) IsFile() bool {
+	return m.Backing != BackingAnonymous && m.Backing != BackingMemfd && m.Backing != ""
+}
+
+// Console is the serial console (COM1).
+type Console struct {
+	Output ConsoleOutput `toml:"output"` // "" means ConsoleStdout
+	Path   string        `toml:"path"`   // required iff Output is ConsoleFile
+}
+
+// Agent is the qemu-guest-agent line (COM2), exposed on a unix socket.
+type Agent struct {
+	Socket string `toml:"socket"`
+}
+
+// Control is the VMM's control socket.
+type Control struct {
+	Socket string `toml:"socket"`
+}
+
+// TotalMemory is the sum of all memory block sizes, saturating at
+// math.MaxUint64 (Validate refuses anything above MaxMemory).
+func (v *VM) TotalMemory() uint64 {
+	var total uint64
+	for _, m := range v.Memory {
+		if total+uint64(m.Size) < total {
+			return ^uint64(0)
+		}
+		total += uint64(m.Size)
+	}
+	return total
+}
+
+// RunMode returns the mode with the default applied.
+func (v *VM) RunMode() Mode {
+	if v.Mode == "" {
+		return ModeNone
+	}
+	return v.Mode
+}
+
+// setDefaults fills the optional fields the TOML file left out.
+func (v *VM) setDefaults() {
+	if v.Mode == "" {
+		v.Mode = ModeNone
+	}
+	if v.Console.Output == "" {
+		v.Console.Output = ConsoleStdout
+	}
+}
+
+// Load reads, decodes and validates the config file at path. Every error
+// (syntax, unknown key, each validation problem) starts with path.
+func Load(path string) (*VM, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	defer f.Close()
+	v, err := Decode(path, f)
+	if err != nil {
+		return nil, err
+	}
+	if err := v.Validate(); err != nil {
+		return nil, prefixEach(path, err)
+	}
+	return v, nil
+}
+
+// Decode strictly decodes a TOML config from r and applies defaults; it does
+// not validate. name (usually the file path) prefixes every error. Syntax
+// and type errors come back as *FileError ("name:line:col: message"); each
+// unknown key as a *FileError ("name:line: unknown key "k" in [table]"),
+// joined with errors.Join when there are several.
+func Decode(name string, r io.Reader) (*VM, error) {
+	if name == "" {
+		name = "<config>"
+	}
+	var v VM
+	dec := toml.NewDecoder(r).DisallowUnknownFields()
+	if err := dec.Decode(&v); err != nil {
+		return nil, decodeError(name, err)
+	}
+	v.setDefaults()
+	return &v, nil
+}
+
+// FileError is a problem at a position in a config file. Col is 0 when only
+// the line is known.
+type FileError struct {
+	File string
+	Line int
+	Col  int
+	Key  []string // the TOML key involved, when known
+	Msg  string
+	err  error
+}
+
+func (e *FileError) Error() string {
+	if e.Col > 0 {
+		return fmt.Sprintf("%s:%d:%d: %s", e.File, e.Line, e.Col, e.Msg)
+	}
+	return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Msg)
+}
+
+// Unwrap returns the go-toml error this one was made from.
+func (e *FileError) Unwrap() error { return e.err }
+
+func decodeError(name string, err error) error {
+	var strict *toml.StrictMissingError
+	if errors.As(err, &strict) {
+		errs := make([]error, 0, len(strict.Errors))
+		for i := range strict.Errors {
+			de := &strict.Errors[i]
+			line, _ := de.Position()
+			errs = append(errs, &FileError{
+				File: name, Line: line, Key: de.Key(),
+				Msg: unknownKeyMessage(de),
+				err: de,
+			})
+		}
+		return errors.Join(errs...)
+	}
+	var de *toml.DecodeError
+	if errors.As(err, &de) {
+		line, col := de.Position()
+		return &FileError{
+			File: name, Line: line, Col: col, Key: de.Key(),
+			Msg: friendlyMessage(de),
+			err: de,
+		}
+	}
+	return fmt.Errorf("%s: %w", name, err)
+}
+
+var mismatchRE = regexp.MustCompile(`^cannot decode TOML (.+?) into (?:struct field \S+ of type )?(\S+)$`)
+
+// friendlyMessage rewrites go-toml's type mismatch ("cannot decode TOML
+// integer into struct field configs.VM.Name of type string") in terms of the
+// config: `name: expected a string, not an integer`.
+func friendlyMessage(de *toml.DecodeError) string {
+	msg := strings.TrimPrefix(de.Error(), "toml: ")
+	m := mismatchRE.FindStringSubmatch(msg)
+	if m == nil {
+		return msg
+	}
+	want, ok := map[string]string{
+		"string":                "a string",
+		"int":                   "an integer",
+		"bool":                  "true or false",
+		"configs.Size":          `a size (e.g. "512MiB" or a number of bytes)`,
+		"configs.Mode":          "a string",
+		"configs.ConsoleOutput": "a string",
+		"[]configs.Memory":      "[[memory]] blocks",
+	}[m[2]]
+	if !ok {
+		want = "a table"
+	}
+	got := m[1]
+	switch got {
+	case "integer", "inline table", "array":
+		got = "an " + got
+	default:
+		got = "a " + got
+	}
+	if key := de.Key(); len(key) > 0 {
+		return fmt.Sprintf("%s: expected %s, not %s", strings.Join(key, "."), want, got)
+	}
+	return fmt.Sprintf("expected %s, not %s", want, got)
+}
+
+// unknownKeyMessage turns go-toml's "unknown field"/"missing table" into
+// `unknown key "vcpu" in [machine]`.
+func unknownKeyMessage(de *toml.DecodeError) string {
+	key := de.Key()
+	what := "key"
+	if strings.Contains(de.Error(), "table") {
+		what = "table"
+	}
+	if len(key) == 0 {
+		return "unknown " + what
+	}
+	last := strconv.Quote(key[len(key)-1])
+	if len(key) == 1 {
+		if what == "table" {
+			return fmt.Sprintf("unknown table [%s]", key[0])
+		}
+		return fmt.Sprintf("unknown key %s at top level", last)
+	}
+	parent := "[" + strings.Join(key[:len(key)-1], ".") + "]"
+	if arrayTables[parent] {
+		parent = "[" + parent + "]"
+	}
+	if what == "table" {
+		return fmt.Sprintf("unknown table %s in %s", last, parent)
+	}
+	return fmt.Sprintf("unknown key %s in %s", last, parent)
+}
+
+// arrayTables are the schema's arrays of tables, shown as [[name]].
+var arrayTables = map[string]bool{"[memory]": true}
+
+// prefixEach puts "name: " in front of every error joined in err.
+func prefixEach(name string, err error) error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs := j.Unwrap()
+		out := make([]error, len(errs))
+		for i, e := range errs {
+			out[i] = fmt.Errorf("%s: %w", name, e)
+		}
+		return errors.Join(out...)
+	}
+	return fmt.Errorf("%s: %w", name, err)
+}
