@@ -217,10 +217,11 @@ const (
 
 // Run enters the guest until the next exit and returns the exit reason.
 // A signal (Kick, or the Go runtime's own preemption signal) makes it
-// return ExitIntr with a nil error.
+// return ExitIntr with a nil error, and so does EAGAIN, which KVM returns
+// when a vCPU still waiting for INIT/SIPI is woken without one.
 func (c *VCPU) Run() (uint32, error) {
 	if err := c.kvmRun(); err != nil {
-		if err == unix.EINTR {
+		if err == unix.EINTR || err == unix.EAGAIN {
 			c.run[runImmediateExit] = 0
 			return ExitIntr, nil
 		}

@@ -1,0 +1,196 @@
+// Command pmvm is the operator's CLI: it runs a VM from its TOML config in
+// the foreground. Exit codes are documented in exitcodes.go and the README.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+
+	"github.com/pmvm/pmvm/configs"
+	"github.com/pmvm/pmvm/vmm"
+)
+
+const usage = `pmvm: a KVM virtual machine monitor whose guests survive host kernel updates
+
+usage:
+  pmvm run CONFIG.toml [--log-level LEVEL]   run a VM in the foreground until it powers off
+  pmvm version
+
+exit codes of "pmvm run":
+  0  the guest powered off (ACPI S5)
+  1  pmvm failed (the message says why)
+  2  bad usage or invalid config
+  3  the guest asked for a reboot (pmvm does not reboot it: the supervisor decides)
+  4  stopped by the host (SIGINT/SIGTERM or the control socket)
+`
+
+// Exit codes of pmvm run.
+const (
+	exitPowerOff = 0
+	exitFailure  = 1
+	exitUsage    = 2
+	exitReboot   = 3
+	exitStopped  = 4
+)
+
+var version = "dev"
+
+func main() {
+	os.Exit(runMain(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func runMain(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	switch args[0] {
+	case "run":
+		return cmdRun(args[1:], stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintln(stdout, "pmvm", version)
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "pmvm: unknown command %q\n\n%s", args[0], usage)
+		return exitUsage
+	}
+}
+
+// parseInterleaved parses flags that may come before or after positional
+// arguments ("pmvm run x.toml --log-level debug").
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+func newLogger(level string, stderr io.Writer) (zerolog.Logger, error) {
+	lvl, err := zerolog.ParseLevel(strings.ToLower(level))
+	if err != nil || level == "" {
+		return zerolog.Logger{}, fmt.Errorf("--log-level %q: use trace, debug, info, warn or error", level)
+	}
+	var w io.Writer = stderr
+	if f, ok := stderr.(*os.File); ok {
+		if _, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS); err == nil {
+			w = zerolog.ConsoleWriter{Out: stderr, TimeFormat: "15:04:05.000"}
+		}
+	}
+	return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil
+}
+
+func cmdRun(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("pmvm run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	logLevel := fs.String("log-level", "info", "log level: trace, debug, info, warn, error")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return exitUsage
+	}
+	if len(pos) != 1 {
+		fmt.Fprintf(stderr, "pmvm run: want exactly one CONFIG.toml, got %d arguments\n", len(pos))
+		return exitUsage
+	}
+	log, err := newLogger(*logLevel, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "pmvm run:", err)
+		return exitUsage
+	}
+	cfg, err := configs.Load(pos[0])
+	if err != nil {
+		fmt.Fprintf(stderr, "pmvm run: invalid config:\n%v\n", err)
+		return exitUsage
+	}
+	log = log.With().Str("vm", cfg.Name).Logger()
+
+	outcome, err := runVM(cfg, log, stdout)
+	if err != nil {
+		fmt.Fprintf(stderr, "pmvm run: %v\n", err)
+		return exitFailure
+	}
+	switch outcome {
+	case vmm.OutcomePowerOff:
+		return exitPowerOff
+	case vmm.OutcomeReset:
+		return exitReboot
+	case vmm.OutcomeStopped:
+		return exitStopped
+	default:
+		return exitFailure
+	}
+}
+
+func runVM(cfg *configs.VM, log zerolog.Logger, stdout io.Writer) (vmm.Outcome, error) {
+	console, closeConsole, err := openConsole(cfg.Console, stdout)
+	if err != nil {
+		return vmm.OutcomeError, err
+	}
+	defer closeConsole()
+
+	agent, err := vmm.ListenSerial(cfg.Agent.Socket)
+	if err != nil {
+		return vmm.OutcomeError, fmt.Errorf("agent socket: %w", err)
+	}
+	defer agent.Close()
+
+	m, err := vmm.New(cfg, vmm.Options{Log: log, Console: console, Agent: agent})
+	if err != nil {
+		return vmm.OutcomeError, err
+	}
+	defer m.Close()
+	if err := m.Boot(); err != nil {
+		return vmm.OutcomeError, err
+	}
+	ctl, err := vmm.ServeControl(cfg.Control.Socket, m, log)
+	if err != nil {
+		return vmm.OutcomeError, fmt.Errorf("control socket: %w", err)
+	}
+	defer ctl.Close()
+
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer cancel()
+	log.Info().Int("vcpus", cfg.VCPUs).Str("memory", configs.FormatSize(cfg.TotalMemory())).Msg("starting guest")
+	outcome, err := m.Run(ctx)
+	if err != nil {
+		return outcome, err
+	}
+	if outcome == vmm.OutcomeError {
+		return outcome, errors.New("machine failed")
+	}
+	return outcome, nil
+}
+
+func openConsole(c configs.Console, stdout io.Writer) (io.Writer, func(), error) {
+	switch c.Output {
+	case configs.ConsoleFile:
+		f, err := os.OpenFile(c.Path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+		if err != nil {
+			return nil, nil, fmt.Errorf("console file: %w", err)
+		}
+		return f, func() { f.Close() }, nil
+	case configs.ConsoleNone:
+		return io.Discard, func() {}, nil
+	default:
+		return stdout, func() {}, nil
+	}
+}

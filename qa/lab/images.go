@@ -1,0 +1,237 @@
+package lab
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+)
+
+// InitPrelude starts every lab /init (L1 and L2): busybox applets, PATH, the
+// pseudo filesystems and a console on stdio.
+const InitPrelude = `#!/bin/busybox sh
+/bin/busybox mkdir -p /proc /sys /dev /tmp /run /sbin /usr/bin /usr/sbin
+/bin/busybox --install -s 2>/dev/null
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+exec </dev/console >/dev/console 2>&1
+`
+
+// GuestReport prints the PMVM-GUEST marker lines (see GuestInit).
+const GuestReport = `echo "PMVM-GUEST uname=$(uname -r)"
+echo "PMVM-GUEST cpus-online=$(cat /sys/devices/system/cpu/online)"
+echo "PMVM-GUEST memtotal-kb=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)"
+acpi_re='ACPI.*(Error|error|BUG|Exception)'
+echo "PMVM-GUEST acpi-errors=$(dmesg | grep -cE "$acpi_re")"
+dmesg | grep -E "$acpi_re" | sed 's/^/PMVM-GUEST acpi-error: /'
+`
+
+// GuestInit is the default guest /init: report, then power off. Markers:
+//
+//	PMVM-GUEST uname=<uname -r>
+//	PMVM-GUEST cpus-online=<cpu list, e.g. 0-1>
+//	PMVM-GUEST memtotal-kb=<MemTotal in KiB>
+//	PMVM-GUEST acpi-errors=<count>  (followed by "PMVM-GUEST acpi-error: <line>" each)
+//	PMVM-GUEST done
+const GuestInit = InitPrelude + GuestReport + `echo "PMVM-GUEST done"
+poweroff -f
+`
+
+// GuestSpec describes a guest (L2) initrd.
+type GuestSpec struct {
+	Name  string             // image file name in <cache>/images (default "guest")
+	Init  string             // /init script (default GuestInit)
+	Extra func(*Image) error // adds more files (guest programs, data)
+}
+
+// GuestImage is a bootable guest: kernel + initrd.
+type GuestImage struct {
+	Kernel  *Kernel
+	BzImage string // host path of the bzImage
+	Initrd  string // host path of the cpio
+}
+
+// busyboxImage returns an image holding busybox, /bin/sh, device nodes and /init.
+func (l *Lab) busyboxImage(init string) (*Image, error) {
+	bb, err := l.BusyboxBinary()
+	if err != nil {
+		return nil, err
+	}
+	im := NewImage()
+	for _, d := range []string{"bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "tmp", "run", "etc", "root"} {
+		im.Dir(d, 0o755)
+	}
+	im.BasicDevices()
+	im.HostFile("bin/busybox", bb, 0o755)
+	im.Symlink("bin/sh", "busybox")
+	im.File("init", []byte(init), 0o755)
+	return im, nil
+}
+
+func (l *Lab) imagePath(name string) (string, error) {
+	dir := filepath.Join(l.Cache, "images")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	return filepath.Join(dir, name+".cpio"), nil
+}
+
+// Guest builds a guest initrd with the given kernel (rebuilt every call; it
+// takes well under a second). Only the kernel's bzImage is used.
+func (l *Lab) Guest(k *Kernel, spec GuestSpec) (*GuestImage, error) {
+	if spec.Name == "" {
+		spec.Name = "guest"
+	}
+	if spec.Init == "" {
+		spec.Init = GuestInit
+	}
+	im, err := l.busyboxImage(spec.Init)
+	if err != nil {
+		return nil, err
+	}
+	if spec.Extra != nil {
+		if err := spec.Extra(im); err != nil {
+			return nil, err
+		}
+	}
+	out, err := l.imagePath(spec.Name)
+	if err != nil {
+		return nil, err
+	}
+	if err := l.locked(func() error { return im.WriteFile(out) }); err != nil {
+		return nil, err
+	}
+	return &GuestImage{Kernel: k, BzImage: k.BzImage, Initrd: out}, nil
+}
+
+// DefaultHostModules are loaded in L1 (with their dependencies) to get /dev/kvm.
+var DefaultHostModules = []string{"irqbypass", "ccp", "kvm", "kvm-amd"}
+
+// HostSpec describes the lab host (L1) initrd.
+type HostSpec struct {
+	Name         string            // image file name in <cache>/images (default "host")
+	Kernel       *Kernel           // L1 kernel: modules come from it
+	Modules      []string          // default DefaultHostModules (dependencies added)
+	ModuleParams map[string]string // insmod parameters by module name, e.g. "kvm_amd": "nested=1"
+	Pmvm         string            // host path of the static pmvm binary, placed at /bin/pmvm ("" = none)
+	Guest        *GuestImage       // placed at /lab/guest/vmlinuz and /lab/guest/initrd.cpio
+	GuestConfig  *VMConfig         // written to /lab/guest.toml; its RunDir is created
+	Scenario     string            // shell run by /init after "PMVM-LAB kvm-ready"
+	Extra        func(*Image) error
+}
+
+// HostImage is a bootable lab host: vmlinux + initrd.
+type HostImage struct {
+	Kernel  *Kernel
+	Vmlinux string // the vmlinux ELF (PVH boot), or the bzImage if none can be extracted
+	Initrd  string
+	Modules []Module // in load order
+}
+
+// Host builds the lab host initrd. /init mounts the pseudo filesystems,
+// insmods the modules in dependency order, checks /dev/kvm, prints
+// "PMVM-LAB kvm-ready", runs /lab/scenario.sh, prints
+// "PMVM-LAB scenario-exit=<status>" and powers off. Any failure prints a
+// "PMVM-LAB ERROR: ..." line and powers off.
+func (l *Lab) Host(spec HostSpec) (*HostImage, error) {
+	if spec.Name == "" {
+		spec.Name = "host"
+	}
+	if spec.Modules == nil {
+		spec.Modules = DefaultHostModules
+	}
+	k := spec.Kernel
+	vmlinux, err := k.Vmlinux()
+	if errors.Is(err, ErrNotXZ) {
+		l.Logf("lab: %v; L1 boots the bzImage", err)
+		vmlinux = k.BzImage
+	} else if err != nil {
+		return nil, err
+	}
+	mods, err := k.ModuleLoadOrder(spec.Modules...)
+	if err != nil {
+		return nil, err
+	}
+	var init strings.Builder
+	init.WriteString(InitPrelude)
+	init.WriteString(`fail() { echo "PMVM-LAB ERROR: $*"; sleep 1; poweroff -f; }
+echo "PMVM-LAB init $(uname -r)"
+`)
+	if spec.GuestConfig != nil {
+		fmt.Fprintf(&init, "mkdir -p %s\n", spec.GuestConfig.RunDir())
+	}
+	im, err := l.busyboxImage("")
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range mods {
+		data, err := m.Data()
+		if err != nil {
+			return nil, err
+		}
+		im.File("lib/modules/"+m.File, data, 0o644)
+		fmt.Fprintf(&init, "insmod /lib/modules/%s %s || fail \"insmod %s\"\n", m.File, spec.ModuleParams[m.Name], m.File)
+	}
+	init.WriteString(`i=0; while [ ! -c /dev/kvm ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
+[ -c /dev/kvm ] || fail "/dev/kvm missing after loading the KVM modules (is SVM exposed? -cpu EPYC,+svm)"
+echo "PMVM-LAB kvm-ready"
+sh /lab/scenario.sh
+echo "PMVM-LAB scenario-exit=$?"
+poweroff -f
+`)
+	im.File("init", []byte(init.String()), 0o755)
+	im.File("lab/scenario.sh", []byte(spec.Scenario), 0o755)
+	if spec.Pmvm != "" {
+		im.HostFile(strings.TrimPrefix(LabPmvm, "/"), spec.Pmvm, 0o755)
+	}
+	if spec.Guest != nil {
+		im.HostFile(strings.TrimPrefix(LabGuestKernel, "/"), spec.Guest.BzImage, 0o644)
+		im.HostFile(strings.TrimPrefix(LabGuestInitrd, "/"), spec.Guest.Initrd, 0o644)
+	}
+	if spec.GuestConfig != nil {
+		im.File(strings.TrimPrefix(LabGuestConfig, "/"), spec.GuestConfig.TOML(), 0o644)
+	}
+	if spec.Extra != nil {
+		if err := spec.Extra(im); err != nil {
+			return nil, err
+		}
+	}
+	out, err := l.imagePath(spec.Name)
+	if err != nil {
+		return nil, err
+	}
+	if err := l.locked(func() error { return im.WriteFile(out) }); err != nil {
+		return nil, err
+	}
+	return &HostImage{Kernel: k, Vmlinux: vmlinux, Initrd: out, Modules: mods}, nil
+}
+
+// BuildPmvm builds the static pmvm binary into <cache>/pmvm
+// (CGO_ENABLED=0 go build -o <cache>/pmvm ./cmd/pmvm, from the repo root).
+func (l *Lab) BuildPmvm() (string, error) {
+	return l.BuildStatic("./cmd/pmvm", "pmvm")
+}
+
+// BuildStatic builds a Go package of this repo as a static binary <cache>/<name>.
+func (l *Lab) BuildStatic(pkg, name string) (string, error) {
+	out := filepath.Join(l.Cache, name)
+	err := l.locked(func() error { return l.goBuild(pkg, out) })
+	return out, err
+}
+
+func (l *Lab) goBuild(pkg, out string) error {
+	tmp := out + ".tmp"
+	cmd := exec.Command("go", "build", "-o", tmp, pkg)
+	cmd.Dir = l.Repo
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	b, err := cmd.CombinedOutput()
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("lab: CGO_ENABLED=0 go build -o %s %s: %w\n%s", tmp, pkg, err, b)
+	}
+	return os.Rename(tmp, out)
+}

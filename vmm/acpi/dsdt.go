@@ -1,0 +1,106 @@
+package acpi
+
+import "github.com/pmvm/pmvm/vmm/acpi/aml"
+
+// DSDT (ACPI 6.5, section 5.2.11.1). Revision 2: integers are 64-bit.
+const DSDTRevision = 2
+
+// dsdtAML returns the DSDT's AML body, which reads as this ASL:
+//
+//	Name (\_S0, Package (0x04) { Zero, Zero, Zero, Zero })
+//	Name (\_S3, Package (0x04) { S3, S3, Zero, Zero })  // only if EnableS3
+//	Name (\_S5, Package (0x04) { S5, S5, Zero, Zero })
+//	Scope (\_SB)
+//	{
+//	    Device (COM1) {
+//	        Name (_HID, EisaId ("PNP0501"))
+//	        Name (_UID, One)
+//	        Name (_STA, 0x0F)
+//	        Name (_CRS, ResourceTemplate () {
+//	            IO (Decode16, 0x03F8, 0x03F8, 0x01, 0x08)
+//	            IRQNoFlags () {4}
+//	        })
+//	    }
+//	    Device (COM2) { ... _UID 2, 0x02F8, IRQ 3 }
+//	    Device (RTC) {
+//	        Name (_HID, EisaId ("PNP0B00"))
+//	        Name (_STA, 0x0F)
+//	        Name (_CRS, ResourceTemplate () {
+//	            IO (Decode16, 0x0070, 0x0070, 0x01, 0x02)
+//	            IRQNoFlags () {8}
+//	        })
+//	    }
+//	    Device (KBD) {
+//	        Name (_HID, EisaId ("PNP0303"))
+//	        Name (_STA, 0x0F)
+//	        Name (_CRS, ResourceTemplate () {
+//	            IO (Decode16, 0x0060, 0x0060, 0x01, 0x01)
+//	            IO (Decode16, 0x0064, 0x0064, 0x01, 0x01)
+//	            IRQNoFlags () {1}
+//	        })
+//	    }
+//	}
+//
+// \_S0 lets ACPICA's wake path write SLP_TYP = 0 (without SLP_EN) as real
+// chipsets expect. The devices sit directly under \_SB: with no PCI host
+// bridge there is no bus to hang an ISA bridge on, and Linux's PNP-ACPI layer
+// enumerates them from there (serial8250, rtc_cmos, i8042 bind to them).
+// Names are written relative to the root (the DSDT's scope), "_SB" rather
+// than `\_SB`, which is what iasl emits for the same ASL: the tests compare
+// these bytes with iasl's. Status is a Name, not a method: Name (_STA, 0x0F) is legal and ACPICA
+// evaluates it like a method returning the integer.
+func dsdtAML(c Config) []byte {
+	sleep := func(name string, typ uint8) []byte {
+		return aml.Name(name, aml.Package(
+			aml.Integer(uint64(typ)), aml.Integer(uint64(typ)), aml.Integer(0), aml.Integer(0)))
+	}
+	var body []byte
+	body = append(body, sleep("_S0", 0)...)
+	if c.EnableS3 {
+		body = append(body, sleep("_S3", c.SleepTypeS3)...)
+	}
+	body = append(body, sleep("_S5", c.SleepTypeS5)...)
+
+	present := aml.Name("_STA", aml.Integer(0x0F)) // present, enabled, shown in UI, functioning
+	com := func(name string, uid uint64, port uint16, irq uint8) []byte {
+		return aml.Device(name,
+			aml.Name("_HID", aml.EISAID("PNP0501")), // 16550A-compatible COM port
+			aml.Name("_UID", aml.Integer(uid)),
+			present,
+			aml.Name("_CRS", aml.ResourceTemplate(
+				aml.IO16(port, port, 1, 8),
+				aml.IRQNoFlags(irq),
+			)),
+		)
+	}
+	body = append(body, aml.Scope("_SB",
+		com("COM1", 1, COM1Port, COM1IRQ),
+		com("COM2", 2, COM2Port, COM2IRQ),
+		aml.Device("RTC",
+			aml.Name("_HID", aml.EISAID("PNP0B00")), // AT real-time clock
+			present,
+			aml.Name("_CRS", aml.ResourceTemplate(
+				aml.IO16(RTCPort, RTCPort, 1, 2),
+				aml.IRQNoFlags(RTCIRQ),
+			)),
+		),
+		aml.Device("KBD",
+			aml.Name("_HID", aml.EISAID("PNP0303")), // IBM enhanced keyboard (8042)
+			present,
+			aml.Name("_CRS", aml.ResourceTemplate(
+				aml.IO16(I8042Data, I8042Data, 1, 1),
+				aml.IO16(I8042Cmd, I8042Cmd, 1, 1),
+				aml.IRQNoFlags(I8042IRQ),
+			)),
+		),
+	)...)
+	return body
+}
+
+func buildDSDT(c Config) []byte {
+	body := dsdtAML(c)
+	t := newTable("DSDT", DSDTRevision, "DSDT", HeaderSize+len(body))
+	copy(t[HeaderSize:], body)
+	finishTable(t)
+	return t
+}

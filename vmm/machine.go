@@ -1,0 +1,360 @@
+// Package vmm assembles a virtual machine from a config: guest memory,
+// vCPUs, the in-kernel interrupt controllers and the device models, and
+// runs it until the guest powers off or resets.
+package vmm
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/pmvm/pmvm/configs"
+	"github.com/pmvm/pmvm/pmem"
+	"github.com/pmvm/pmvm/vmm/acpi"
+	"github.com/pmvm/pmvm/vmm/devices/acpipm"
+	"github.com/pmvm/pmvm/vmm/devices/cmos"
+	"github.com/pmvm/pmvm/vmm/devices/i8042"
+	"github.com/pmvm/pmvm/vmm/devices/uart"
+	"github.com/pmvm/pmvm/vmm/kvm"
+	"github.com/pmvm/pmvm/vmm/x86"
+)
+
+// Options are the host-side choices that are not part of the machine.
+type Options struct {
+	Log zerolog.Logger
+	// Console receives the guest's COM1 output.
+	Console io.Writer
+	// Agent carries COM2 (the guest agent line); nil leaves COM2 unconnected.
+	Agent *SerialPort
+}
+
+// Machine is one virtual machine. Create it with New, start the guest with
+// Boot and Run, and release it with Close.
+type Machine struct {
+	cfg *configs.VM
+	log zerolog.Logger
+
+	sys     *kvm.System
+	vm      *kvm.VM
+	vcpus   []*kvm.VCPU
+	regions []*pmem.Region
+	ram     []x86.RAMRange
+	mem     *GuestMemory
+	bus     PortBus
+	tables  *acpi.Image
+
+	com1, com2 *uart.UART
+	rtc        *cmos.CMOS
+	kbd        *i8042.I8042
+	pm         *acpipm.PM
+
+	mu       sync.Mutex // guards runstate, outcome, stopErr, started, lastTrans
+	runstate RunState
+	outcome  Outcome
+	stopErr  error
+	started  time.Time
+	stopping chan struct{} // closed by stop
+}
+
+// RunState is where the machine is in its life.
+type RunState string
+
+const (
+	StateCreated  RunState = "created"
+	StateRunning  RunState = "running"
+	StateStopping RunState = "stopping"
+	StateStopped  RunState = "stopped"
+)
+
+// Outcome is why Run returned.
+type Outcome int
+
+const (
+	// OutcomePowerOff: the guest entered S5 (ACPI power off).
+	OutcomePowerOff Outcome = iota
+	// OutcomeReset: the guest asked for a reset (i8042, reset register, triple fault).
+	OutcomeReset
+	// OutcomeStopped: the host stopped the machine (a signal, the control socket).
+	OutcomeStopped
+	// OutcomeError: the machine failed; Run returns the error.
+	OutcomeError
+)
+
+func (o Outcome) String() string {
+	switch o {
+	case OutcomePowerOff:
+		return "poweroff"
+	case OutcomeReset:
+		return "reset"
+	case OutcomeStopped:
+		return "stopped"
+	default:
+		return "error"
+	}
+}
+
+// New builds the machine described by cfg: it maps guest memory, creates the
+// VM, its irqchip, PIT and vCPUs, and wires the devices. Nothing runs yet.
+func New(cfg *configs.VM, opt Options) (m *Machine, err error) {
+	m = &Machine{cfg: cfg, log: opt.Log, runstate: StateCreated, stopping: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			m.Close()
+			m = nil
+		}
+	}()
+
+	sizes := make([]uint64, len(cfg.Memory))
+	for i, b := range cfg.Memory {
+		sizes[i] = b.Size.Bytes()
+	}
+	if m.ram, err = x86.PlaceRAM(sizes); err != nil {
+		return nil, fmt.Errorf("memory layout: %w", err)
+	}
+	for _, b := range cfg.Memory {
+		r, err := pmem.Open(pmem.Spec{Name: b.Name, Size: b.Size.Bytes(), Backing: b.Backing, Shared: b.Shared, Create: b.Create})
+		if err != nil {
+			return nil, err
+		}
+		m.regions = append(m.regions, r)
+		m.log.Info().Str("block", b.Name).Str("backing", b.Backing).Str("kind", string(r.Kind)).Uint64("size", r.Size).Msg("memory mapped")
+	}
+
+	if m.sys, err = kvm.OpenSystem(); err != nil {
+		return nil, err
+	}
+	for _, c := range []struct {
+		cap  int
+		name string
+	}{{kvm.CapIRQChip, "KVM_CAP_IRQCHIP"}, {kvm.CapPIT2, "KVM_CAP_PIT2"}, {kvm.CapUserMemory, "KVM_CAP_USER_MEMORY"}, {kvm.CapExtCPUID, "KVM_CAP_EXT_CPUID"}, {kvm.CapImmediateExit, "KVM_CAP_IMMEDIATE_EXIT"}} {
+		if m.sys.CheckExtension(c.cap) == 0 {
+			return nil, fmt.Errorf("this host's KVM lacks %s, which pmvm needs", c.name)
+		}
+	}
+	if m.vm, err = m.sys.CreateVM(); err != nil {
+		return nil, err
+	}
+	if err = m.vm.SetTSSAddr(x86.TSSAddr); err != nil {
+		return nil, err
+	}
+	if err = m.vm.SetIdentityMapAddr(x86.IdentityMapAddr); err != nil {
+		return nil, err
+	}
+	if err = m.vm.CreateIRQChip(); err != nil {
+		return nil, err
+	}
+	if err = m.vm.CreatePIT2(kvm.PITSpeakerDummy); err != nil {
+		return nil, err
+	}
+
+	m.mem = &GuestMemory{ranges: m.ram}
+	for slot, r := range m.ram {
+		reg := m.regions[r.Block]
+		host := reg.Mem[r.BlockOffset : r.BlockOffset+r.Size]
+		if err = m.vm.SetUserMemoryRegion(uint32(slot), r.GuestPhys, r.Size, reg.Addr()+uintptr(r.BlockOffset)); err != nil {
+			return nil, err
+		}
+		m.mem.host = append(m.mem.host, host)
+		m.log.Debug().Int("slot", slot).Str("block", cfg.Memory[r.Block].Name).Str("gpa", fmt.Sprintf("%#x", r.GuestPhys)).Uint64("size", r.Size).Msg("memory slot")
+	}
+
+	if err = m.addDevices(opt); err != nil {
+		return nil, err
+	}
+
+	supported, err := m.sys.SupportedCPUID()
+	if err != nil {
+		return nil, err
+	}
+	for id := 0; id < cfg.VCPUs; id++ {
+		c, err := m.vm.CreateVCPU(id)
+		if err != nil {
+			return nil, err
+		}
+		m.vcpus = append(m.vcpus, c)
+		if err = c.SetCPUID(x86.CPUID(supported, id, cfg.VCPUs)); err != nil {
+			return nil, err
+		}
+		if err = c.SetMSRs(x86.BootMSRs()); err != nil {
+			return nil, err
+		}
+		l, err := c.LAPIC()
+		if err != nil {
+			return nil, err
+		}
+		if err = c.SetLAPIC(x86.WireLINTs(l)); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// irqLine drives one input of the in-kernel irqchip.
+type irqLine struct {
+	m   *Machine
+	gsi uint32
+}
+
+func (l irqLine) SetLevel(high bool) {
+	if err := l.m.vm.SetIRQLine(l.gsi, high); err != nil {
+		l.m.log.Error().Err(err).Uint32("gsi", l.gsi).Msg("interrupt lost")
+	}
+}
+
+// resetPort is the PCI reset control register at 0xcf9: writing a value with
+// the reset bit (0x04) set resets the machine.
+type resetPort struct{ m *Machine }
+
+func (r resetPort) Read(_ uint16, data []byte) {
+	for i := range data {
+		data[i] = 0
+	}
+}
+
+func (r resetPort) Write(_ uint16, data []byte) {
+	if len(data) > 0 && data[0]&0x04 != 0 {
+		r.m.stop(OutcomeReset, nil, "reset register 0xcf9")
+	}
+}
+
+func (m *Machine) addDevices(opt Options) error {
+	console := opt.Console
+	if console == nil {
+		console = io.Discard
+	}
+	m.com1 = uart.New(irqLine{m, x86.COM1IRQ}, console)
+	var agentOut io.Writer = io.Discard
+	if opt.Agent != nil {
+		agentOut = opt.Agent
+	}
+	m.com2 = uart.New(irqLine{m, x86.COM2IRQ}, agentOut)
+	if opt.Agent != nil {
+		opt.Agent.attach(m.com2, m.log)
+	}
+	m.rtc = cmos.New(time.Now, irqLine{m, x86.RTCIRQ})
+	m.kbd = i8042.New(func() { m.stop(OutcomeReset, nil, "i8042 reset") })
+	m.pm = acpipm.New(acpipm.Config{TimerExt32: true}, irqLine{m, x86.SCIIRQ}, m.onSleep)
+
+	for _, d := range []struct {
+		name        string
+		base, count uint16
+		dev         PortDevice
+	}{
+		{"uart@0x3f8", x86.COM1Port, x86.UARTPortCount, m.com1},
+		{"uart@0x2f8", x86.COM2Port, x86.UARTPortCount, m.com2},
+		{"cmos@0x70", x86.CMOSPort, x86.CMOSPortCount, m.rtc},
+		{"i8042@0x60", x86.I8042Port, x86.I8042PortCount, m.kbd},
+		{"acpi-pm@0x600", x86.PMBlockPort, x86.PMBlockPortCount, m.pm},
+		{"reset@0xcf9", x86.ResetPort, 1, resetPort{m}},
+	} {
+		if err := m.bus.Register(d.name, d.base, d.count, d.dev); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// onSleep is called when the guest writes SLP_EN to PM1a_CNT.
+func (m *Machine) onSleep(typ uint8) {
+	switch typ {
+	case acpipm.SleepTypeS5:
+		m.stop(OutcomePowerOff, nil, "guest entered S5")
+	default:
+		m.log.Warn().Uint8("slp_typ", typ).Msg("guest asked for a sleep state this machine does not offer; ignored")
+	}
+}
+
+// Boot loads the kernel, initrd, command line and ACPI tables into guest
+// memory and puts the boot vCPU at the 64-bit entry point. The other vCPUs
+// wait for INIT/SIPI from the guest, as on a PC.
+func (m *Machine) Boot() error {
+	kernel, err := os.ReadFile(m.cfg.Boot.Kernel)
+	if err != nil {
+		return fmt.Errorf("read kernel: %w", err)
+	}
+	k, err := x86.ParseBzImage(kernel)
+	if err != nil {
+		return fmt.Errorf("%s: %w", m.cfg.Boot.Kernel, err)
+	}
+	var initrd []byte
+	if m.cfg.Boot.Initrd != "" {
+		if initrd, err = os.ReadFile(m.cfg.Boot.Initrd); err != nil {
+			return fmt.Errorf("read initrd: %w", err)
+		}
+	}
+
+	m.tables, err = acpi.Build(acpi.Config{
+		CPUs:            len(m.vcpus),
+		LocalAPICAddr:   x86.LAPICAddr,
+		IOAPICAddr:      x86.IOAPICAddr,
+		IOAPICID:        uint8(len(m.vcpus)),
+		SCIIRQ:          x86.SCIIRQ,
+		PM1aEventPort:   x86.PM1aEventPort,
+		PM1aControlPort: x86.PM1aControlPort,
+		PMTimerPort:     x86.PMTimerPort,
+		SleepTypeS5:     acpipm.SleepTypeS5,
+		SleepTypeS3:     acpipm.SleepTypeS3,
+		ResetPort:       x86.ResetPort,
+		ResetValue:      x86.ResetValue,
+	}, x86.ACPITablesAddr)
+	if err != nil {
+		return fmt.Errorf("build ACPI tables: %w", err)
+	}
+	if len(m.tables.Bytes) > x86.ACPITablesMax {
+		return fmt.Errorf("ACPI tables are %d bytes, more than the %d reserved for them", len(m.tables.Bytes), x86.ACPITablesMax)
+	}
+	if _, err := m.mem.WriteAt(m.tables.Bytes, int64(m.tables.Base)); err != nil {
+		return fmt.Errorf("write ACPI tables: %w", err)
+	}
+	if err := x86.WriteBootTables(m.mem); err != nil {
+		return err
+	}
+	b, err := k.Load(m.mem, x86.BootSpec{Cmdline: m.cfg.Boot.Cmdline, Initrd: initrd, RAM: m.ram, RSDPAddr: m.tables.RSDP})
+	if err != nil {
+		return err
+	}
+	m.log.Info().Str("kernel", m.cfg.Boot.Kernel).Str("protocol", fmt.Sprintf("%d.%02d", k.Version>>8, k.Version&0xff)).
+		Str("initrd_gpa", fmt.Sprintf("%#x", b.InitrdAddr)).Int("initrd_size", len(initrd)).Int("e820_entries", len(b.E820)).Msg("kernel loaded")
+
+	bsp := m.vcpus[0]
+	sregs, err := bsp.Sregs()
+	if err != nil {
+		return err
+	}
+	if err := bsp.SetSregs(x86.LongModeSregs(sregs)); err != nil {
+		return err
+	}
+	if err := bsp.SetRegs(x86.LinuxEntryRegs(b)); err != nil {
+		return err
+	}
+	return bsp.SetFPU(x86.InitialFPU())
+}
+
+// Close releases every resource the machine holds. The guest memory
+// backings are unmapped, never modified.
+func (m *Machine) Close() error {
+	if m.rtc != nil {
+		m.rtc.Close()
+	}
+	for _, c := range m.vcpus {
+		c.Close()
+	}
+	m.vcpus = nil
+	if m.vm != nil {
+		m.vm.Close()
+		m.vm = nil
+	}
+	if m.sys != nil {
+		m.sys.Close()
+		m.sys = nil
+	}
+	for _, r := range m.regions {
+		r.Close()
+	}
+	m.regions = nil
+	return nil
+}

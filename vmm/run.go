@@ -1,0 +1,173 @@
+package vmm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/pmvm/pmvm/vmm/kvm"
+)
+
+// Run starts one locked OS thread per vCPU and returns when the guest powers
+// off or resets, the host stops it (ctx cancelled or Stop), or a vCPU fails.
+func (m *Machine) Run(ctx context.Context) (Outcome, error) {
+	m.mu.Lock()
+	if m.runstate != StateCreated {
+		m.mu.Unlock()
+		return OutcomeError, fmt.Errorf("machine is %s, not created", m.runstate)
+	}
+	m.runstate = StateRunning
+	m.started = time.Now()
+	m.mu.Unlock()
+
+	var wg sync.WaitGroup
+	for _, c := range m.vcpus {
+		wg.Add(1)
+		go func(c *kvm.VCPU) {
+			defer wg.Done()
+			m.runVCPU(c)
+		}(c)
+	}
+	go func() {
+		select {
+		case <-ctx.Done():
+			m.stop(OutcomeStopped, nil, "host asked to stop")
+		case <-m.stopping:
+		}
+	}()
+	wg.Wait()
+
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.runstate = StateStopped
+	m.log.Info().Str("outcome", m.outcome.String()).Dur("uptime", time.Since(m.started)).
+		Uint64("unhandled_port_accesses", m.bus.Unhandled()).Msg("machine stopped")
+	return m.outcome, m.stopErr
+}
+
+// Stop asks the machine to stop as if the host pulled the plug.
+func (m *Machine) Stop() { m.stop(OutcomeStopped, nil, "stop requested") }
+
+// stop records why the machine stops (the first reason wins) and gets every
+// vCPU out of the guest. The flag is set before the kick: a vCPU always
+// checks it after KVM_RUN returns.
+func (m *Machine) stop(o Outcome, err error, why string) {
+	m.mu.Lock()
+	if m.runstate == StateStopping || m.runstate == StateStopped {
+		m.mu.Unlock()
+		return
+	}
+	m.runstate = StateStopping
+	m.outcome, m.stopErr = o, err
+	close(m.stopping)
+	m.mu.Unlock()
+
+	ev := m.log.Info()
+	if err != nil {
+		ev = m.log.Error().Err(err)
+	}
+	ev.Str("outcome", o.String()).Msg(why)
+	for _, c := range m.vcpus {
+		c.Kick()
+	}
+}
+
+func (m *Machine) isStopping() bool {
+	select {
+	case <-m.stopping:
+		return true
+	default:
+		return false
+	}
+}
+
+// runVCPU is the vCPU loop: enter the guest, handle the exit, repeat.
+func (m *Machine) runVCPU(c *kvm.VCPU) {
+	runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+	c.BindThread()
+	defer c.UnbindThread()
+	log := m.log.With().Int("vcpu", c.ID).Logger()
+
+	for !m.isStopping() {
+		reason, err := c.Run()
+		if err != nil {
+			m.stop(OutcomeError, err, "vCPU failed")
+			return
+		}
+		switch reason {
+		case kvm.ExitIntr, kvm.ExitHLT, kvm.ExitIRQWindowOpen:
+			// Signal, or a halt the in-kernel irqchip let through: re-enter.
+		case kvm.ExitIO:
+			io, err := c.IO()
+			if err != nil {
+				m.stop(OutcomeError, err, "bad I/O exit")
+				return
+			}
+			for i := 0; i < len(io.Data); i += io.Size {
+				if io.Out {
+					m.bus.Out(io.Port, io.Data[i:i+io.Size])
+				} else {
+					m.bus.In(io.Port, io.Data[i:i+io.Size])
+				}
+			}
+		case kvm.ExitMMIO:
+			mm := c.MMIO()
+			if !mm.Write {
+				for i := range mm.Data {
+					mm.Data[i] = 0xff
+				}
+			}
+			log.Debug().Str("addr", fmt.Sprintf("%#x", mm.Addr)).Bool("write", mm.Write).Msg("MMIO to unmapped address")
+		case kvm.ExitShutdown:
+			m.stop(OutcomeReset, nil, fmt.Sprintf("vCPU %d triple fault (shutdown)", c.ID))
+		case kvm.ExitSystemEvent:
+			switch t := c.SystemEventType(); t {
+			case kvm.SystemEventShutdown:
+				m.stop(OutcomePowerOff, nil, "system event: shutdown")
+			case kvm.SystemEventReset:
+				m.stop(OutcomeReset, nil, "system event: reset")
+			default:
+				m.stop(OutcomeError, fmt.Errorf("vCPU %d: system event %d (crash)", c.ID, t), "guest crashed")
+			}
+		case kvm.ExitInternalError:
+			m.stop(OutcomeError, fmt.Errorf("vCPU %d: KVM internal error: %s%s", c.ID, c.InternalError(), m.regsDump(c)), "KVM internal error")
+		case kvm.ExitFailEntry:
+			m.stop(OutcomeError, fmt.Errorf("vCPU %d: KVM could not enter the guest (hardware reason %#x)%s", c.ID, c.FailEntryReason(), m.regsDump(c)), "entry failed")
+		default:
+			m.stop(OutcomeError, fmt.Errorf("vCPU %d: unexpected exit %s%s", c.ID, kvm.ExitName(reason), m.regsDump(c)), "unexpected exit")
+		}
+	}
+}
+
+// regsDump describes where a failing vCPU was, for the error message.
+func (m *Machine) regsDump(c *kvm.VCPU) string {
+	r, err1 := c.Regs()
+	s, err2 := c.Sregs()
+	if err := errors.Join(err1, err2); err != nil {
+		return ""
+	}
+	return fmt.Sprintf(" (rip %#x rsp %#x cr0 %#x cr3 %#x cr4 %#x efer %#x)", r.RIP, r.RSP, s.CR0, s.CR3, s.CR4, s.EFER)
+}
+
+// Status is a snapshot of the machine for operators.
+type Status struct {
+	Name        string        `json:"name"`
+	RunState    RunState      `json:"runstate"`
+	VCPUs       int           `json:"vcpus"`
+	MemoryBytes uint64        `json:"memory_bytes"`
+	Uptime      time.Duration `json:"uptime_ns"`
+}
+
+// Status reports the machine's state.
+func (m *Machine) Status() Status {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := Status{Name: m.cfg.Name, RunState: m.runstate, VCPUs: len(m.vcpus), MemoryBytes: m.cfg.TotalMemory()}
+	if !m.started.IsZero() {
+		s.Uptime = time.Since(m.started)
+	}
+	return s
+}

@@ -1,0 +1,144 @@
+package vmm
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/pmvm/pmvm/vmm/devices/uart"
+)
+
+// SerialPort exposes a UART on a unix socket: one client at a time gets the
+// guest's output and feeds its input. With no client, output is dropped.
+type SerialPort struct {
+	ln   net.Listener
+	path string
+
+	mu   sync.Mutex // guards conn
+	conn net.Conn
+}
+
+// writeTimeout bounds how long a vCPU may wait on a slow socket client:
+// the guest must never hang on the host side of its serial line.
+const writeTimeout = 100 * time.Millisecond
+
+// ListenSerial creates the socket at path (mode 0600, parent 0700). A stale
+// socket file left by a dead pmvm is replaced; any other file is refused.
+func ListenSerial(path string) (*SerialPort, error) {
+	ln, err := listenUnix(path)
+	if err != nil {
+		return nil, err
+	}
+	return &SerialPort{ln: ln, path: path}, nil
+}
+
+// listenUnix listens on a unix socket only its owner may use.
+func listenUnix(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("create socket directory: %w", err)
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("%s exists and is not a socket; remove it or choose another path", path)
+		}
+		if c, err := net.Dial("unix", path); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("%s is in use by a running process (another pmvm for this VM?)", path)
+		}
+		os.Remove(path)
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("chmod %s: %w", path, err)
+	}
+	return ln, nil
+}
+
+// attach starts bridging clients of the socket to u.
+func (s *SerialPort) attach(u *uart.UART, log zerolog.Logger) {
+	go func() {
+		for {
+			c, err := s.ln.Accept()
+			if err != nil {
+				return
+			}
+			s.mu.Lock()
+			if s.conn != nil {
+				s.conn.Close() // the newest client wins, as with a real cable
+			}
+			s.conn = c
+			s.mu.Unlock()
+			log.Debug().Str("socket", s.path).Msg("serial client connected")
+			go s.feed(c, u)
+		}
+	}()
+}
+
+// feed copies a client's bytes into the UART's receive FIFO, waiting for
+// the guest to drain it rather than spinning.
+func (s *SerialPort) feed(c net.Conn, u *uart.UART) {
+	buf := make([]byte, 256)
+	for {
+		n, err := c.Read(buf)
+		p := buf[:n]
+		for len(p) > 0 {
+			k := u.Receive(p)
+			p = p[k:]
+			if len(p) > 0 {
+				select {
+				case <-u.SpaceAvailable():
+				case <-time.After(50 * time.Millisecond):
+				}
+			}
+		}
+		if err != nil {
+			s.mu.Lock()
+			if s.conn == c {
+				s.conn = nil
+			}
+			s.mu.Unlock()
+			c.Close()
+			return
+		}
+	}
+}
+
+// Write sends guest output to the connected client, if any.
+func (s *SerialPort) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	c := s.conn
+	s.mu.Unlock()
+	if c == nil {
+		return len(p), nil
+	}
+	// A client that cannot keep up loses output, as on a real line with no
+	// flow control; the guest is never blocked for longer than writeTimeout.
+	c.SetWriteDeadline(time.Now().Add(writeTimeout))
+	c.Write(p)
+	return len(p), nil
+}
+
+// Close stops listening, drops the client and removes the socket file.
+func (s *SerialPort) Close() error {
+	err := s.ln.Close()
+	s.mu.Lock()
+	if s.conn != nil {
+		s.conn.Close()
+		s.conn = nil
+	}
+	s.mu.Unlock()
+	removeSocket(s.path)
+	return err
+}
+
+// removeSocket deletes a socket file we created.
+func removeSocket(path string) { os.Remove(path) }
