@@ -340,6 +340,9 @@ func (m *Machine) Close() error {
 	if m.rtc != nil {
 		m.rtc.Close()
 	}
+	if m.pm != nil {
+		m.pm.Close()
+	}
 	for _, c := range m.vcpus {
 		c.Close()
 	}

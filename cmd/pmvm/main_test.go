@@ -1,0 +1,124 @@
+package main
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// writeConfig writes a VM config into dir; extra is appended verbatim.
+func writeConfig(t *testing.T, dir, kernel, extra string) string {
+	t.Helper()
+	cfg := fmt.Sprintf(`name = "tiny"
+vcpus = 1
+%s
+[boot]
+kernel = %q
+cmdline = "console=ttyS0"
+
+[[memory]]
+name = "ram0"
+size = "64MiB"
+backing = "anonymous"
+shared = true
+
+[console]
+output = "stdout"
+
+[agent]
+socket = %q
+
+[control]
+socket = %q
+`, extra, kernel, filepath.Join(dir, "agent.sock"), filepath.Join(dir, "control.sock"))
+	path := filepath.Join(dir, "vm.toml")
+	require.NoError(t, os.WriteFile(path, []byte(cfg), 0o644))
+	return path
+}
+
+// tinyKernel is a bzImage whose 64-bit entry runs code.
+func tinyKernel(t *testing.T, dir string, code []byte) string {
+	img := make([]byte, 5*512+0x1000)
+	img[0x1f1] = 4
+	img[0x201] = 0x6a
+	copy(img[0x202:], "HdrS")
+	binary.LittleEndian.PutUint16(img[0x206:], 0x020f)
+	img[0x211] = 0x01
+	img[0x236] = 0x01
+	binary.LittleEndian.PutUint32(img[0x238:], 2047)
+	copy(img[5*512+0x200:], code)
+	path := filepath.Join(dir, "bzImage")
+	require.NoError(t, os.WriteFile(path, img, 0o644))
+	return path
+}
+
+// TestRunRefusesUnknownKey proves a typo in the config stops pmvm run
+// before anything starts, with a message naming the key and its line.
+func TestRunRefusesUnknownKey(t *testing.T) {
+	dir := t.TempDir()
+	path := writeConfig(t, dir, "/boot/vmlinuz", `vcpu = 2`)
+	var out, errb bytes.Buffer
+	code := runMain([]string{"run", path}, &out, &errb)
+	assert.Equal(t, exitUsage, code)
+	assert.Contains(t, errb.String(), `unknown key "vcpu"`)
+	assert.Contains(t, errb.String(), "vm.toml:3")
+}
+
+// TestRunPowerOffExitsZero proves the exit code contract end to end on
+// /dev/kvm: the guest prints, enters S5, and pmvm run exits 0 with the
+// guest's output on stdout.
+func TestRunPowerOffExitsZero(t *testing.T) {
+	dir := t.TempDir()
+	kernel := tinyKernel(t, dir, []byte{
+		0x66, 0xba, 0xf8, 0x03, // mov dx, 0x3f8
+		0xb0, 'o', 0xee, // out 'o'
+		0xb0, 'k', 0xee, // out 'k'
+		0x66, 0xb8, 0x00, 0x34, // mov ax, SLP_TYP=5|SLP_EN
+		0x66, 0xba, 0x04, 0x06, // mov dx, 0x604
+		0x66, 0xef, // out dx, ax
+		0xeb, 0xfe, // jmp $
+	})
+	var out, errb bytes.Buffer
+	code := runMain([]string{"run", writeConfig(t, dir, kernel, ""), "--log-level", "warn"}, &out, &errb)
+	assert.Equal(t, exitPowerOff, code, "stderr: %s", errb.String())
+	assert.Equal(t, "ok", out.String())
+	assert.NoFileExists(t, filepath.Join(dir, "control.sock"), "sockets are removed on exit")
+}
+
+// TestRunRebootExitCode proves a guest reset request gives the documented
+// reboot exit code.
+func TestRunRebootExitCode(t *testing.T) {
+	dir := t.TempDir()
+	kernel := tinyKernel(t, dir, []byte{0xb0, 0xfe, 0xe6, 0x64, 0xeb, 0xfe})
+	var out, errb bytes.Buffer
+	code := runMain([]string{"run", writeConfig(t, dir, kernel, ""), "--log-level", "warn"}, &out, &errb)
+	assert.Equal(t, exitReboot, code, "stderr: %s", errb.String())
+}
+
+// TestRunRefusesNonKernel proves a file that is not a bzImage is refused
+// with a message saying so.
+func TestRunRefusesNonKernel(t *testing.T) {
+	dir := t.TempDir()
+	kernel := filepath.Join(dir, "notakernel")
+	require.NoError(t, os.WriteFile(kernel, make([]byte, 8192), 0o644))
+	var out, errb bytes.Buffer
+	code := runMain([]string{"run", writeConfig(t, dir, kernel, ""), "--log-level", "error"}, &out, &errb)
+	assert.Equal(t, exitFailure, code)
+	assert.Contains(t, errb.String(), "not a bzImage")
+}
+
+// TestUsage proves bad invocations exit 2 and say what is wrong.
+func TestUsage(t *testing.T) {
+	var out, errb bytes.Buffer
+	assert.Equal(t, exitUsage, runMain(nil, &out, &errb))
+	assert.Equal(t, exitUsage, runMain([]string{"frobnicate"}, &out, &errb))
+	assert.Contains(t, errb.String(), `unknown command "frobnicate"`)
+	assert.Equal(t, exitUsage, runMain([]string{"run"}, &out, &errb))
+	assert.Equal(t, exitUsage, runMain([]string{"run", "x.toml", "--log-level", "loud"}, &out, &errb))
+}
