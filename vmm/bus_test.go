@@ -88,8 +88,7 @@ func TestGuestMemoryAddressing(t *testing.T) {
 // TestControlSocketStatus proves the control socket is private (0600) and
 // answers status and unknown commands with one JSON line each.
 func TestControlSocketStatus(t *testing.T) {
-	m := &Machine{cfg: &configs.VM{Name: "ctl", VCPUs: 2, Memory: []configs.Memory{{Name: "ram0", Size: 64 << 20}}},
-		runstate: StateCreated, stopping: make(chan struct{})}
+	m := newMachine(&configs.VM{Name: "ctl", VCPUs: 2, Memory: []configs.Memory{{Name: "ram0", Size: 64 << 20}}}, zerolog.Nop())
 	path := filepath.Join(t.TempDir(), "control.sock")
 	s, err := ServeControl(path, m, zerolog.Nop())
 	require.NoError(t, err)

@@ -52,8 +52,16 @@ type Machine struct {
 	kbd        *i8042.I8042
 	pm         *acpipm.PM
 
-	mu       sync.Mutex // guards runstate, outcome, stopErr, started, lastTrans
+	resets []vcpuReset // each vCPU's power-on state, restored at S3 wake
+
+	mu       sync.Mutex // guards everything below
+	cond     *sync.Cond // signalled on every runstate change and park
 	runstate RunState
+	since    time.Time     // when runstate was entered
+	last     Transition    // the latest runstate change
+	changed  chan struct{} // closed and replaced on every runstate change
+	parked   int           // vCPU threads parked (out of KVM_RUN) for S3
+	wakeGen  uint64        // bumped by each wake; parked threads wait for it
 	outcome  Outcome
 	stopErr  error
 	started  time.Time
@@ -64,10 +72,12 @@ type Machine struct {
 type RunState string
 
 const (
-	StateCreated  RunState = "created"
-	StateRunning  RunState = "running"
-	StateStopping RunState = "stopping"
-	StateStopped  RunState = "stopped"
+	StateCreated   RunState = "created"
+	StateRunning   RunState = "running"
+	StateSuspended RunState = "suspended" // the guest is in ACPI S3; vCPUs parked
+	StateWaking    RunState = "waking"    // being reset to the waking vector
+	StateStopping  RunState = "stopping"
+	StateStopped   RunState = "stopped"
 )
 
 // Outcome is why Run returned.
@@ -100,7 +110,7 @@ func (o Outcome) String() string {
 // New builds the machine described by cfg: it maps guest memory, creates the
 // VM, its irqchip, PIT and vCPUs, and wires the devices. Nothing runs yet.
 func New(cfg *configs.VM, opt Options) (m *Machine, err error) {
-	m = &Machine{cfg: cfg, log: opt.Log, runstate: StateCreated, stopping: make(chan struct{})}
+	m = newMachine(cfg, opt.Log)
 	defer func() {
 		if err != nil {
 			m.Close()
@@ -189,8 +199,20 @@ func New(cfg *configs.VM, opt Options) (m *Machine, err error) {
 		if err = c.SetLAPIC(x86.WireLINTs(l)); err != nil {
 			return nil, err
 		}
+		r, err := captureReset(c)
+		if err != nil {
+			return nil, err
+		}
+		m.resets = append(m.resets, r)
 	}
 	return m, nil
+}
+
+func newMachine(cfg *configs.VM, log zerolog.Logger) *Machine {
+	m := &Machine{cfg: cfg, log: log, runstate: StateCreated, since: time.Now(),
+		changed: make(chan struct{}), stopping: make(chan struct{})}
+	m.cond = sync.NewCond(&m.mu)
+	return m
 }
 
 // irqLine drives one input of the in-kernel irqchip.
@@ -263,6 +285,8 @@ func (m *Machine) onSleep(typ uint8) {
 	switch typ {
 	case acpipm.SleepTypeS5:
 		m.stop(OutcomePowerOff, nil, "guest entered S5")
+	case acpipm.SleepTypeS3:
+		m.enterS3()
 	default:
 		m.log.Warn().Uint8("slp_typ", typ).Msg("guest asked for a sleep state this machine does not offer; ignored")
 	}
@@ -298,6 +322,7 @@ func (m *Machine) Boot() error {
 		PMTimerPort:     x86.PMTimerPort,
 		SleepTypeS5:     acpipm.SleepTypeS5,
 		SleepTypeS3:     acpipm.SleepTypeS3,
+		EnableS3:        true,
 		ResetPort:       x86.ResetPort,
 		ResetValue:      x86.ResetValue,
 	}, x86.ACPITablesAddr)

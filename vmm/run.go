@@ -19,7 +19,7 @@ func (m *Machine) Run(ctx context.Context) (Outcome, error) {
 		m.mu.Unlock()
 		return OutcomeError, fmt.Errorf("machine is %s, not created", m.runstate)
 	}
-	m.runstate = StateRunning
+	m.setStateLocked(StateRunning)
 	m.started = time.Now()
 	m.mu.Unlock()
 
@@ -38,11 +38,12 @@ func (m *Machine) Run(ctx context.Context) (Outcome, error) {
 		case <-m.stopping:
 		}
 	}()
+	go m.wakeOnAlarm()
 	wg.Wait()
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.runstate = StateStopped
+	m.setStateLocked(StateStopped)
 	m.log.Info().Str("outcome", m.outcome.String()).Dur("uptime", time.Since(m.started)).
 		Uint64("unhandled_port_accesses", m.bus.Unhandled()).Msg("machine stopped")
 	return m.outcome, m.stopErr
@@ -60,9 +61,9 @@ func (m *Machine) stop(o Outcome, err error, why string) {
 		m.mu.Unlock()
 		return
 	}
-	m.runstate = StateStopping
 	m.outcome, m.stopErr = o, err
 	close(m.stopping)
+	m.setStateLocked(StateStopping)
 	m.mu.Unlock()
 
 	ev := m.log.Info()
@@ -92,6 +93,12 @@ func (m *Machine) runVCPU(c *kvm.VCPU) {
 	log := m.log.With().Int("vcpu", c.ID).Logger()
 
 	for !m.isStopping() {
+		if m.shouldPark() {
+			if !m.park() {
+				return
+			}
+			continue
+		}
 		reason, err := c.Run()
 		if err != nil {
 			m.stop(OutcomeError, err, "vCPU failed")
@@ -142,6 +149,23 @@ func (m *Machine) runVCPU(c *kvm.VCPU) {
 	}
 }
 
+// wakeOnAlarm wakes a suspended guest when its CMOS RTC alarm fires, as the
+// RTC wakes a PC from S3. An alarm while running is the guest's own business.
+func (m *Machine) wakeOnAlarm() {
+	for {
+		select {
+		case <-m.stopping:
+			return
+		case <-m.rtc.AlarmFired():
+			if m.RunState() == StateSuspended {
+				if err := m.Wake("rtc alarm"); err != nil {
+					m.log.Error().Err(err).Msg("RTC alarm could not wake the guest")
+				}
+			}
+		}
+	}
+}
+
 // regsDump describes where a failing vCPU was, for the error message.
 func (m *Machine) regsDump(c *kvm.VCPU) string {
 	r, err1 := c.Regs()
@@ -159,13 +183,15 @@ type Status struct {
 	VCPUs       int           `json:"vcpus"`
 	MemoryBytes uint64        `json:"memory_bytes"`
 	Uptime      time.Duration `json:"uptime_ns"`
+	Since       time.Time     `json:"since"`
+	Last        Transition    `json:"last_transition"`
 }
 
 // Status reports the machine's state.
 func (m *Machine) Status() Status {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	s := Status{Name: m.cfg.Name, RunState: m.runstate, VCPUs: len(m.vcpus), MemoryBytes: m.cfg.TotalMemory()}
+	s := Status{Name: m.cfg.Name, RunState: m.runstate, VCPUs: m.cfg.VCPUs, MemoryBytes: m.cfg.TotalMemory(), Since: m.since, Last: m.last}
 	if !m.started.IsZero() {
 		s.Uptime = time.Since(m.started)
 	}

@@ -1,16 +1,3 @@
-// Package acpi builds the ACPI tables pmvm gives its guests: a legacy (not
-// hardware-reduced) x86 PC with a PM1a event and control block, an optional
-// ACPI PM timer, two 16550 UARTs, a CMOS RTC and an i8042 keyboard controller,
-// one I/O APIC and one local APIC per vCPU. No PCI bus, no GPE blocks, no SMM:
-// ACPI mode is always on (SMI_CMD = 0).
-//
-// Build lays out, in one image meant for guest-physical memory:
-//
-//	RSDP (rev 2) -> XSDT -> FADT (FACP, rev 6.5) -> FACS, DSDT
-//	                     -> MADT (APIC)
-//
-// The AML encoder lives in the sub-package aml. This package imports nothing
-// from the rest of pmvm.
 package acpi
 
 import (
@@ -19,8 +6,8 @@ import (
 )
 
 // Config describes the machine the tables describe. Every port is an x86 I/O
-// port; the VMM must implement the registers behind them (see the notes on
-// PM1 registers in fadt.go).
+// port; the VMM must implement the registers behind them as the package
+// documentation says.
 type Config struct {
 	CPUs          int    // number of vCPUs, APIC ids and ACPI processor UIDs 0..CPUs-1
 	LocalAPICAddr uint32 // local APIC MMIO base, normally 0xFEE00000

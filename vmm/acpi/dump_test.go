@@ -9,7 +9,11 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-var dumpDir = flag.String("dump", "", "TestDumpTables writes the tables of DefaultConfig(2) to this directory as <sig>.dat, and the image as image.bin")
+var (
+	dumpDir   = flag.String("dump", "", "TestDumpTables writes the tables of DefaultConfig(2) to this directory as <sig>.dat, and the whole image as image.bin")
+	dumpBase  = flag.Uint64("dump-base", 0xE0000, "guest-physical base of the dumped image")
+	dumpPIIX4 = flag.Bool("dump-piix4", false, "dump with QEMU PIIX4's SLP_TYP values (S3 = 1, S5 = 0), to boot the image on QEMU's PM1 block (see testdata/qemu-boot.sh)")
+)
 
 // TestDumpTables writes the tables to -dump DIR for inspection:
 //
@@ -18,7 +22,12 @@ var dumpDir = flag.String("dump", "", "TestDumpTables writes the tables of Defau
 //
 // Without -dump it writes to a temporary directory and checks the files.
 func TestDumpTables(t *testing.T) {
-	im := buildDefault(t, 2)
+	c := DefaultConfig(2)
+	if *dumpPIIX4 {
+		c.SleepTypeS3, c.SleepTypeS5 = 1, 0
+	}
+	im, err := Build(c, *dumpBase)
+	require.NoError(t, err)
 	dir := *dumpDir
 	if dir == "" {
 		dir = t.TempDir()
@@ -29,10 +38,11 @@ func TestDumpTables(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, want, got, sig)
 	}
-	// The whole image too, e.g. for QEMU's "-device loader,file=image.bin,addr=0xE0000,force-raw=on".
+	// The whole image too, e.g. for QEMU's -device loader,file=image.bin,addr=BASE,force-raw=on.
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "image.bin"), im.Bytes, 0o644))
 	if *dumpDir != "" {
-		t.Logf("wrote %v and image.bin to %s (image base 0x%X, %d bytes)", im.Signatures(), dir, im.Base, len(im.Bytes))
+		t.Logf("wrote %v and image.bin to %s (image base 0x%X, %d bytes, FACS at 0x%X)",
+			im.Signatures(), dir, im.Base, len(im.Bytes), im.FACS)
 	}
 }
 

@@ -99,7 +99,8 @@ const (
 // TMR_STS / TMR_EN (PM1 bit 0) need not raise an SCI: Linux never enables it.
 const PMTimer32Bit = true
 
-// PM1 register bits the VMM's PM1 block model needs (ACPI 6.5, 4.8.3.1).
+// PM1 register bits the VMM's PM1 block model needs (bit positions from the
+// ACPI spec's PM1 status, enable and control register tables).
 const (
 	PM1StsTmr    = 1 << 0  // PM1 status: TMR_STS
 	PM1StsGbl    = 1 << 5  // GBL_STS

@@ -368,6 +368,14 @@ var acpiexecNoise = regexp.MustCompile(`^Unexpected AE_(BAD_PARAMETER|BAD_ADDRES
 // use "****", so that is not a problem marker here.
 var acpiexecProblem = regexp.MustCompile(`(?i)\b(warning|error|incorrect|invalid)\b|\bAE_[A-Z_]+`)
 
+// sleepPackage matches acpiexec's printout of "evaluate \_Sx" for the
+// package {typ, typ, 0, 0}.
+func sleepPackage(name string, typ uint8) *regexp.Regexp {
+	v := fmt.Sprintf(`\s+\[Integer\] = %016X\n`, typ)
+	z := `\s+\[Integer\] = 0000000000000000\n`
+	return regexp.MustCompile(`Evaluating ` + regexp.QuoteMeta(name) + `\n.*\n\s+\[Package\] Contains 4 Elements:\n` + v + v + z + z)
+}
+
 func TestACPIExec(t *testing.T) {
 	acpiexec := requireTool(t, "acpiexec")
 	for name, c := range testConfigs() {
@@ -387,7 +395,12 @@ func TestACPIExec(t *testing.T) {
 			if c.EnableS3 {
 				cmds = append(cmds, `evaluate \_S3`, "sleep 3")
 			}
-			cmds = append(cmds, "sleep 5")
+			// ACPICA stalls 10 s when S5 "returns" (acpiexec only simulates
+			// the hardware), so run the S5 sequence on two machines only.
+			sleep5 := name == "default-2" || name == "minimal-1"
+			if sleep5 {
+				cmds = append(cmds, "sleep 5")
+			}
 			out, err := run(t, dir, acpiexec, "-b", strings.Join(cmds, "; "), "FACP.dat", "DSDT.dat", "APIC.dat")
 			require.NoError(t, err, "acpiexec:\n%s", out)
 
@@ -407,12 +420,18 @@ func TestACPIExec(t *testing.T) {
 			assert.Contains(t, out, "Table [DSDT: PMVMDSDT] (id 01) -")
 			assert.Contains(t, out, "with   4 Devices")
 			assert.Contains(t, out, "There are no GPE blocks defined in the FADT")
-			assert.Contains(t, out, fmt.Sprintf("Register values for sleep state S5: Sleep-A: %02X, Sleep-B: %02X",
-				c.SleepTypeS5, c.SleepTypeS5))
+			if sleep5 {
+				assert.Contains(t, out, fmt.Sprintf("Register values for sleep state S5: Sleep-A: %02X, Sleep-B: %02X",
+					c.SleepTypeS5, c.SleepTypeS5))
+				assert.Contains(t, out, "**** Wake: Return from sleep (S5) ****")
+			}
+			assert.Regexp(t, sleepPackage(`\_S5`, c.SleepTypeS5), out)
+			assert.Regexp(t, sleepPackage(`\_S0`, 0), out)
 			if c.EnableS3 {
 				assert.Contains(t, out, fmt.Sprintf("Register values for sleep state S3: Sleep-A: %02X, Sleep-B: %02X",
 					c.SleepTypeS3, c.SleepTypeS3))
 				assert.Contains(t, out, "**** Wake: Return from sleep (S3) ****")
+				assert.Regexp(t, sleepPackage(`\_S3`, c.SleepTypeS3), out)
 			}
 			for _, want := range []string{
 				"[Integer] = 000000000105D041",                                          // EISAID("PNP0501")
