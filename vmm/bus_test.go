@@ -90,7 +90,7 @@ func TestGuestMemoryAddressing(t *testing.T) {
 func TestControlSocketStatus(t *testing.T) {
 	m := newMachine(&configs.VM{Name: "ctl", VCPUs: 2, Memory: []configs.Memory{{Name: "ram0", Size: 64 << 20}}}, zerolog.Nop())
 	path := filepath.Join(t.TempDir(), "control.sock")
-	s, err := ServeControl(path, m, zerolog.Nop())
+	s, err := ServeControl(path, m, zerolog.Nop(), nil)
 	require.NoError(t, err)
 	defer s.Close()
 	fi, err := os.Stat(path)
@@ -121,6 +121,6 @@ func TestControlSocketStatus(t *testing.T) {
 	junk := ask(`not json`)
 	assert.Contains(t, junk.Error, "not JSON")
 
-	_, err = ServeControl(path, m, zerolog.Nop())
+	_, err = ServeControl(path, m, zerolog.Nop(), nil)
 	assert.ErrorContains(t, err, "in use", "a second pmvm cannot take a live socket")
 }

@@ -2,7 +2,9 @@ package vmm
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"time"
 
@@ -11,7 +13,8 @@ import (
 
 // ControlRequest is one line a client sends on the control socket.
 type ControlRequest struct {
-	Command string `json:"command"` // "status" or "stop"
+	Command string `json:"command"`              // "status", "stop", "wakeup", or one added by the caller ("suspend")
+	Timeout int64  `json:"timeout_ms,omitempty"` // for commands that wait
 }
 
 // ControlResponse is the one line pmvm answers.
@@ -19,13 +22,19 @@ type ControlResponse struct {
 	OK     bool    `json:"ok"`
 	Error  string  `json:"error,omitempty"`
 	Status *Status `json:"status,omitempty"`
+	// Took is how long the command took, for timelines.
+	Took time.Duration `json:"took_ns,omitempty"`
 }
+
+// CommandFunc handles one control command.
+type CommandFunc func(ctx context.Context, req ControlRequest) ControlResponse
 
 // ControlServer serves the control socket: newline-delimited JSON, one
 // request and one response per line.
 type ControlServer struct {
-	ln   net.Listener
-	path string
+	ln       net.Listener
+	path     string
+	commands map[string]CommandFunc
 }
 
 // controlReadTimeout drops idle clients so they cannot pile up.
@@ -34,26 +43,50 @@ const controlReadTimeout = 30 * time.Second
 // maxControlLine bounds a request line: the socket is an input like any other.
 const maxControlLine = 64 << 10
 
-// ServeControl listens on path (mode 0600) and answers for m.
-func ServeControl(path string, m *Machine, log zerolog.Logger) (*ControlServer, error) {
+// maxCommandTimeout caps the timeout a client may ask for.
+const maxCommandTimeout = 10 * time.Minute
+
+// ServeControl listens on path (mode 0600) and answers for m. extra adds
+// commands implemented outside this package (the guest agent's "suspend").
+func ServeControl(path string, m *Machine, log zerolog.Logger, extra map[string]CommandFunc) (*ControlServer, error) {
 	ln, err := listenUnix(path)
 	if err != nil {
 		return nil, err
 	}
-	s := &ControlServer{ln: ln, path: path}
+	s := &ControlServer{ln: ln, path: path, commands: map[string]CommandFunc{
+		"status": func(context.Context, ControlRequest) ControlResponse {
+			st := m.Status()
+			return ControlResponse{OK: true, Status: &st}
+		},
+		"stop": func(context.Context, ControlRequest) ControlResponse {
+			log.Info().Msg("stop requested on the control socket")
+			m.Stop()
+			return ControlResponse{OK: true}
+		},
+		"wakeup": func(context.Context, ControlRequest) ControlResponse {
+			if err := m.Wake("operator"); err != nil {
+				return ControlResponse{Error: err.Error()}
+			}
+			st := m.Status()
+			return ControlResponse{OK: true, Status: &st}
+		},
+	}}
+	for name, f := range extra {
+		s.commands[name] = f
+	}
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			go s.serve(c, m, log)
+			go s.serve(c)
 		}
 	}()
 	return s, nil
 }
 
-func (s *ControlServer) serve(c net.Conn, m *Machine, log zerolog.Logger) {
+func (s *ControlServer) serve(c net.Conn) {
 	defer c.Close()
 	sc := bufio.NewScanner(c)
 	sc.Buffer(make([]byte, 4096), maxControlLine)
@@ -67,23 +100,37 @@ func (s *ControlServer) serve(c net.Conn, m *Machine, log zerolog.Logger) {
 		var resp ControlResponse
 		if err := json.Unmarshal(sc.Bytes(), &req); err != nil {
 			resp.Error = "request is not JSON: " + err.Error()
+		} else if f, ok := s.commands[req.Command]; !ok {
+			resp.Error = fmt.Sprintf("unknown command %q (known: %s)", req.Command, s.names())
 		} else {
-			switch req.Command {
-			case "status":
-				st := m.Status()
-				resp.OK, resp.Status = true, &st
-			case "stop":
-				log.Info().Msg("stop requested on the control socket")
-				m.Stop()
-				resp.OK = true
-			default:
-				resp.Error = "unknown command " + req.Command + ` (known: "status", "stop")`
+			timeout := time.Duration(req.Timeout) * time.Millisecond
+			if timeout <= 0 || timeout > maxCommandTimeout {
+				timeout = maxCommandTimeout
 			}
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			start := time.Now()
+			resp = f(ctx, req)
+			resp.Took = time.Since(start)
+			cancel()
 		}
+		c.SetWriteDeadline(time.Now().Add(controlReadTimeout))
 		if err := enc.Encode(resp); err != nil {
 			return
 		}
 	}
+}
+
+func (s *ControlServer) names() string {
+	out := ""
+	for _, n := range []string{"status", "suspend", "wakeup", "stop"} {
+		if _, ok := s.commands[n]; ok {
+			if out != "" {
+				out += ", "
+			}
+			out += n
+		}
+	}
+	return out
 }
 
 // Close stops serving and removes the socket file.
@@ -91,4 +138,36 @@ func (s *ControlServer) Close() error {
 	err := s.ln.Close()
 	removeSocket(s.path)
 	return err
+}
+
+// CallControl sends one request to the control socket at path and returns
+// the answer. The connection deadline is the request's timeout plus slack.
+func CallControl(path string, req ControlRequest) (ControlResponse, error) {
+	var resp ControlResponse
+	c, err := net.DialTimeout("unix", path, 5*time.Second)
+	if err != nil {
+		return resp, fmt.Errorf("cannot reach pmvm at %s: %w (is the VM running?)", path, err)
+	}
+	defer c.Close()
+	wait := time.Duration(req.Timeout)*time.Millisecond + 10*time.Second
+	if req.Timeout <= 0 {
+		wait = maxCommandTimeout
+	}
+	c.SetDeadline(time.Now().Add(wait))
+	line, err := json.Marshal(req)
+	if err != nil {
+		return resp, err
+	}
+	if _, err := c.Write(append(line, '\n')); err != nil {
+		return resp, fmt.Errorf("send to %s: %w", path, err)
+	}
+	r := bufio.NewReader(c)
+	answer, err := r.ReadBytes('\n')
+	if err != nil {
+		return resp, fmt.Errorf("no answer from %s: %w", path, err)
+	}
+	if err := json.Unmarshal(answer, &resp); err != nil {
+		return resp, fmt.Errorf("bad answer from %s: %w", path, err)
+	}
+	return resp, nil
 }

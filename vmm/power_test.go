@@ -38,7 +38,7 @@ func TestSuspendAndWakeAtTheFACSVector(t *testing.T) {
 		0xed,       // in ax, dx
 		0x88, 0xe0, // mov al, ah
 		0xba, 0xf8, 0x03, // mov dx, 0x3f8
-		0xee,                               // out dx, al (WAK_STS is bit 15)
+		0xee,             // out dx, al (WAK_STS is bit 15)
 		0xba, 0x04, 0x06, // mov dx, 0x604
 		0xb8, byte(s5), byte(s5 >> 8), // mov ax, S5|SLP_EN
 		0xef,       // out dx, ax

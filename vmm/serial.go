@@ -19,8 +19,10 @@ type SerialPort struct {
 	ln   net.Listener
 	path string
 
-	mu   sync.Mutex // guards conn
-	conn net.Conn
+	mu       sync.Mutex // guards conn and borrowed
+	conn     net.Conn
+	borrowed bool // pmvm itself holds the line; socket clients are turned away
+	uart     *uart.UART
 }
 
 // writeTimeout bounds how long a vCPU may wait on a slow socket client:
@@ -65,6 +67,9 @@ func listenUnix(path string) (net.Listener, error) {
 
 // attach starts bridging clients of the socket to u.
 func (s *SerialPort) attach(u *uart.UART, log zerolog.Logger) {
+	s.mu.Lock()
+	s.uart = u
+	s.mu.Unlock()
 	go func() {
 		for {
 			c, err := s.ln.Accept()
@@ -72,6 +77,12 @@ func (s *SerialPort) attach(u *uart.UART, log zerolog.Logger) {
 				return
 			}
 			s.mu.Lock()
+			if s.borrowed {
+				s.mu.Unlock()
+				c.Write([]byte("pmvm is using this line (guest agent operation in progress); try again later\n"))
+				c.Close()
+				continue
+			}
 			if s.conn != nil {
 				s.conn.Close() // the newest client wins, as with a real cable
 			}
@@ -110,6 +121,31 @@ func (s *SerialPort) feed(c net.Conn, u *uart.UART) {
 			return
 		}
 	}
+}
+
+// Borrow gives pmvm itself the line (for the guest agent client): any socket
+// client is disconnected and new ones are turned away until release.
+func (s *SerialPort) Borrow() (conn net.Conn, release func(), err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.uart == nil {
+		return nil, nil, fmt.Errorf("serial line is not attached to a UART")
+	}
+	if s.borrowed {
+		return nil, nil, fmt.Errorf("the agent line is busy with another operation")
+	}
+	if s.conn != nil {
+		s.conn.Close()
+	}
+	ours, theirs := net.Pipe()
+	s.conn, s.borrowed = theirs, true
+	go s.feed(theirs, s.uart)
+	return ours, func() {
+		ours.Close()
+		s.mu.Lock()
+		s.borrowed = false
+		s.mu.Unlock()
+	}, nil
 }
 
 // Write sends guest output to the connected client, if any.

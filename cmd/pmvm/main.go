@@ -24,7 +24,13 @@ const usage = `pmvm: a KVM virtual machine monitor whose guests survive host ker
 
 usage:
   pmvm run CONFIG.toml [--log-level LEVEL]   run a VM in the foreground until it powers off
+  pmvm status NAME [--json]                   runstate, vCPUs, memory, uptime, last transition
+  pmvm suspend NAME [--timeout D]             suspend the guest to RAM (ACPI S3) through its agent
+  pmvm wakeup NAME                            wake a suspended guest
   pmvm version
+
+NAME finds the control socket /run/pmvm/NAME/control.sock ($PMVM_RUNTIME_DIR
+overrides /run/pmvm; --control PATH names the socket directly).
 
 exit codes of "pmvm run":
   0  the guest powered off (ACPI S5)
@@ -57,6 +63,12 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "run":
 		return cmdRun(args[1:], stdout, stderr)
+	case "status":
+		return cmdStatus(args[1:], stdout, stderr)
+	case "suspend":
+		return cmdSuspend(args[1:], stdout, stderr)
+	case "wakeup":
+		return cmdWakeup(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "pmvm", version)
 		return 0
@@ -161,7 +173,7 @@ func runVM(cfg *configs.VM, log zerolog.Logger, stdout io.Writer) (vmm.Outcome, 
 	if err := m.Boot(); err != nil {
 		return vmm.OutcomeError, err
 	}
-	ctl, err := vmm.ServeControl(cfg.Control.Socket, m, log)
+	ctl, err := vmm.ServeControl(cfg.Control.Socket, m, log, nil)
 	if err != nil {
 		return vmm.OutcomeError, fmt.Errorf("control socket: %w", err)
 	}

@@ -9,8 +9,8 @@
 //	RSDP (rev 2) -> XSDT -> FACP (FADT rev 6.5) -> FACS, DSDT
 //	                     -> APIC (MADT rev 5)
 //
-// The AML encoder is the sub-package aml. Neither imports anything else of
-// pmvm.
+// The small AML encoder (AMLName, AMLPackage, AMLDevice, ...) is in aml.go.
+// The package imports only the standard library.
 //
 // # What the VMM must do to match these tables
 //

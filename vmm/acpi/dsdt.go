@@ -1,7 +1,5 @@
 package acpi
 
-import "github.com/pmvm/pmvm/vmm/acpi/aml"
-
 // DSDT (ACPI 6.5, section 5.2.11.1). Revision 2: integers are 64-bit.
 const DSDTRevision = 2
 
@@ -47,12 +45,12 @@ const DSDTRevision = 2
 // enumerates them from there (serial8250, rtc_cmos, i8042 bind to them).
 // Names are written relative to the root (the DSDT's scope), "_SB" rather
 // than `\_SB`, which is what iasl emits for the same ASL: the tests compare
-// these bytes with iasl's. Status is a Name, not a method: Name (_STA, 0x0F) is legal and ACPICA
-// evaluates it like a method returning the integer.
+// these bytes with iasl's. Status is a Name, not a method: Name (_STA, 0x0F)
+// is legal and ACPICA evaluates it like a method returning the integer.
 func dsdtAML(c Config) []byte {
 	sleep := func(name string, typ uint8) []byte {
-		return aml.Name(name, aml.Package(
-			aml.Integer(uint64(typ)), aml.Integer(uint64(typ)), aml.Integer(0), aml.Integer(0)))
+		return AMLName(name, AMLPackage(
+			AMLInteger(uint64(typ)), AMLInteger(uint64(typ)), AMLInteger(0), AMLInteger(0)))
 	}
 	var body []byte
 	body = append(body, sleep("_S0", 0)...)
@@ -61,36 +59,36 @@ func dsdtAML(c Config) []byte {
 	}
 	body = append(body, sleep("_S5", c.SleepTypeS5)...)
 
-	present := aml.Name("_STA", aml.Integer(0x0F)) // present, enabled, shown in UI, functioning
+	present := AMLName("_STA", AMLInteger(0x0F)) // present, enabled, shown in UI, functioning
 	com := func(name string, uid uint64, port uint16, irq uint8) []byte {
-		return aml.Device(name,
-			aml.Name("_HID", aml.EISAID("PNP0501")), // 16550A-compatible COM port
-			aml.Name("_UID", aml.Integer(uid)),
+		return AMLDevice(name,
+			AMLName("_HID", AMLEISAID("PNP0501")), // 16550A-compatible COM port
+			AMLName("_UID", AMLInteger(uid)),
 			present,
-			aml.Name("_CRS", aml.ResourceTemplate(
-				aml.IO16(port, port, 1, 8),
-				aml.IRQNoFlags(irq),
+			AMLName("_CRS", AMLResourceTemplate(
+				AMLIO16(port, port, 1, 8),
+				AMLIRQNoFlags(irq),
 			)),
 		)
 	}
-	body = append(body, aml.Scope("_SB",
+	body = append(body, AMLScope("_SB",
 		com("COM1", 1, COM1Port, COM1IRQ),
 		com("COM2", 2, COM2Port, COM2IRQ),
-		aml.Device("RTC",
-			aml.Name("_HID", aml.EISAID("PNP0B00")), // AT real-time clock
+		AMLDevice("RTC",
+			AMLName("_HID", AMLEISAID("PNP0B00")), // AT real-time clock
 			present,
-			aml.Name("_CRS", aml.ResourceTemplate(
-				aml.IO16(RTCPort, RTCPort, 1, 2),
-				aml.IRQNoFlags(RTCIRQ),
+			AMLName("_CRS", AMLResourceTemplate(
+				AMLIO16(RTCPort, RTCPort, 1, 2),
+				AMLIRQNoFlags(RTCIRQ),
 			)),
 		),
-		aml.Device("KBD",
-			aml.Name("_HID", aml.EISAID("PNP0303")), // IBM enhanced keyboard (8042)
+		AMLDevice("KBD",
+			AMLName("_HID", AMLEISAID("PNP0303")), // IBM enhanced keyboard (8042)
 			present,
-			aml.Name("_CRS", aml.ResourceTemplate(
-				aml.IO16(I8042Data, I8042Data, 1, 1),
-				aml.IO16(I8042Cmd, I8042Cmd, 1, 1),
-				aml.IRQNoFlags(I8042IRQ),
+			AMLName("_CRS", AMLResourceTemplate(
+				AMLIO16(I8042Data, I8042Data, 1, 1),
+				AMLIO16(I8042Cmd, I8042Cmd, 1, 1),
+				AMLIRQNoFlags(I8042IRQ),
 			)),
 		),
 	)...)

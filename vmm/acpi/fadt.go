@@ -2,7 +2,7 @@ package acpi
 
 import "encoding/binary"
 
-// FADT, signature "FACP" (ACPI 6.5, section 5.2.9, table 5.9), revision 6
+// FADT, signature "FACP" (ACPI 6.5, section 5.2.9, "FADT Format"), revision 6
 // minor 5: 276 bytes. Offsets are from the start of the table.
 const (
 	FADTRevision      = 6
@@ -64,7 +64,8 @@ const (
 	FADTHypervisorVendorOffset   = 268 // 8
 )
 
-// FADT fixed feature flags (table 5.10) this package may set.
+// FADT fixed feature flags ("Fixed ACPI Description Table Fixed Feature
+// Flags") this package may set.
 const (
 	FADTFlagWBINVD        = 1 << 0  // WBINVD works
 	FADTFlagProcC1        = 1 << 2  // C1 (HLT) works on all processors
@@ -76,7 +77,8 @@ const (
 	FADTFlagHWReducedACPI = 1 << 20 // never set here
 )
 
-// IA-PC boot architecture flags (table 5.11).
+// IA-PC boot architecture flags ("Fixed ACPI Description Table Boot IA-PC
+// Boot Architecture Flags").
 const (
 	BootArchLegacyDevices = 1 << 0 // ISA/LPC legacy devices (UARTs, RTC...) exist
 	BootArch8042          = 1 << 1 // an 8042 keyboard controller exists

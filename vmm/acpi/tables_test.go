@@ -106,7 +106,7 @@ func TestFADTFieldOffsets(t *testing.T) {
 	fields := []struct {
 		name   string
 		offset int
-		spec   int // offset in ACPI 6.5 table 5.9
+		spec   int // offset in ACPI 6.5 section 5.2.9, "FADT Format"
 		length int
 	}{
 		{"FIRMWARE_CTRL", FADTFirmwareCtrlOffset, 36, 4},
@@ -261,7 +261,7 @@ func TestFACS(t *testing.T) {
 	assert.Zero(t, le.Uint32(f[FACSOSPMFlagsOffset:]))
 	assert.Equal(t, im.FACS+12, im.FirmwareWakingVectorAddr())
 
-	// Offsets per ACPI 6.5 table 5.14 (and ACPICA's struct acpi_table_facs).
+	// Offsets per ACPI 6.5 section 5.2.10 (and ACPICA's struct acpi_table_facs).
 	assert.Equal(t, []int{0, 4, 8, 12, 16, 20, 24, 32, 36}, []int{FACSSignatureOffset, FACSLengthOffset,
 		FACSHardwareSignatureOffset, FACSFirmwareWakingVectorOffset, FACSGlobalLockOffset, FACSFlagsOffset,
 		FACSXFirmwareWakingVectorOffset, FACSVersionOffset, FACSOSPMFlagsOffset})

@@ -1,26 +1,26 @@
-package aml
+package acpi
 
 import "fmt"
 
 // Resource descriptors (ACPI 6.5, section 6.4 "Resource Data Types for ACPI").
 // Only the small descriptors pmvm's legacy devices need are here.
 
-// ResourceTemplate encodes ResourceTemplate() {descs...}: a Buffer holding the
+// AMLResourceTemplate encodes ASL ResourceTemplate() {descs...}: a buffer holding the
 // descriptors followed by an End Tag (79 00). iasl writes a zero checksum in the
 // End Tag, which the spec defines as "treat the checksum as correct"; so do we.
 //
 //	ResourceTemplate () { IRQNoFlags () {4} } -> 11 08 0A 05 22 10 00 79 00
-func ResourceTemplate(descs ...[]byte) []byte {
+func AMLResourceTemplate(descs ...[]byte) []byte {
 	data := concat(descs...)
 	data = append(data, 0x79, 0x00) // End Tag, small item 0xF, length 1; checksum 0
-	return Buffer(data)
+	return AMLBuffer(data)
 }
 
-// IO16 encodes IO(Decode16, min, max, align, length): a small I/O Port
+// AMLIO16 encodes ASL IO(Decode16, min, max, align, length): a small I/O Port
 // descriptor (type 0x08, 7 bytes of data) that decodes 16 address bits.
 //
 //	IO (Decode16, 0x03F8, 0x03F8, 0x01, 0x08) -> 47 01 F8 03 F8 03 01 08
-func IO16(min, max uint16, align, length uint8) []byte {
+func AMLIO16(min, max uint16, align, length uint8) []byte {
 	return []byte{
 		0x47, // small item 0x08 << 3 | length 7
 		0x01, // Information: bit 0 = 1: decodes 16 bits (Decode16)
@@ -31,16 +31,16 @@ func IO16(min, max uint16, align, length uint8) []byte {
 	}
 }
 
-// IRQNoFlags encodes IRQNoFlags() {irqs...}: a 2-byte-data IRQ descriptor
+// AMLIRQNoFlags encodes ASL IRQNoFlags() {irqs...}: a 2-byte-data IRQ descriptor
 // (type 0x04) whose mask has bit n set for IRQ n; no flags byte, meaning
 // edge-triggered, active-high, exclusive (ISA). It panics on an IRQ above 15.
 //
 //	IRQNoFlags () {4} -> 22 10 00
-func IRQNoFlags(irqs ...uint8) []byte {
+func AMLIRQNoFlags(irqs ...uint8) []byte {
 	var mask uint16
 	for _, irq := range irqs {
 		if irq > 15 {
-			panic(fmt.Sprintf("aml: IRQNoFlags: IRQ %d is not an ISA IRQ (0-15)", irq))
+			panic(fmt.Sprintf("acpi: AML: IRQNoFlags: IRQ %d is not an ISA IRQ (0-15)", irq))
 		}
 		mask |= 1 << irq
 	}

@@ -1,4 +1,4 @@
-package aml
+package acpi
 
 import (
 	"bytes"
@@ -12,7 +12,7 @@ import (
 // emits for the ASL in the comment beside them, in the style of rust-vmm's
 // acpi_tables tests.
 
-func TestPkgLength(t *testing.T) {
+func TestAMLPkgLength(t *testing.T) {
 	for _, tc := range []struct {
 		body int
 		want []byte
@@ -32,12 +32,12 @@ func TestPkgLength(t *testing.T) {
 		{0x123456, []byte{0xCA, 0x45, 0x23, 0x01}},       // total 0x12345A
 		{0x0ABCDEF0 - 4, []byte{0xC0, 0xEF, 0xCD, 0xAB}}, // total 0x0ABCDEF0
 	} {
-		got := PkgLength(tc.body)
+		got := AMLPkgLength(tc.body)
 		assert.Equal(t, tc.want, got, "body %d", tc.body)
 		assert.Equal(t, tc.body+len(got), decodePkgLength(t, got), "body %d: decoded length", tc.body)
 	}
-	assert.Panics(t, func() { PkgLength(1<<28 - 4) })
-	assert.Panics(t, func() { PkgLength(-1) })
+	assert.Panics(t, func() { AMLPkgLength(1<<28 - 4) })
+	assert.Panics(t, func() { AMLPkgLength(-1) })
 }
 
 // decodePkgLength is the reader's side (ACPICA's AcpiPsGetNextPackageLength).
@@ -65,7 +65,7 @@ func bufferOf(n int) []byte {
 
 // TestBufferPkgLengthEdges checks whole Buffer encodings around the PkgLength
 // boundaries against iasl: the body is the BufferSize term plus the data.
-func TestBufferPkgLengthEdges(t *testing.T) {
+func TestAMLBufferPkgLengthEdges(t *testing.T) {
 	for _, tc := range []struct {
 		asl    string
 		n      int
@@ -87,13 +87,13 @@ func TestBufferPkgLengthEdges(t *testing.T) {
 		{"Buffer (4093)", 4093, []byte{0x11, 0x83, 0x00, 0x01, 0x0B, 0xFD, 0x0F}},
 	} {
 		data := bufferOf(tc.n)
-		got := Buffer(data)
+		got := AMLBuffer(data)
 		assert.Equal(t, tc.prefix, got[:len(tc.prefix)], tc.asl)
 		assert.Equal(t, data, got[len(tc.prefix):], tc.asl)
 	}
 }
 
-func TestNameString(t *testing.T) {
+func TestAMLNameString(t *testing.T) {
 	for _, tc := range []struct {
 		path string
 		want []byte
@@ -102,20 +102,20 @@ func TestNameString(t *testing.T) {
 		{"KBD", []byte("KBD_")},                                  // padded with '_'
 		{"COM1", []byte("COM1")},                                 // full segment
 		{`\_SB`, []byte{0x5C, 0x5F, 0x53, 0x42, 0x5F}},           // \_SB_
-		{`\_SB.COM2`, append([]byte{0x5C, 0x2E}, "_SB_COM2"...)}, // \ DualNamePrefix _SB_ COM2
+		{`\_SB.COM2`, append([]byte{0x5C, 0x2E}, "_SB_COM2"...)}, // \ dualNamePrefix _SB_ COM2
 		{"_SB.COM2", append([]byte{0x2E}, "_SB_COM2"...)},
-		{`\_SB.ABCD.IJKL`, append([]byte{0x5C, 0x2F, 0x03}, "_SB_ABCDIJKL"...)}, // MultiNamePrefix, 3 segments
+		{`\_SB.ABCD.IJKL`, append([]byte{0x5C, 0x2F, 0x03}, "_SB_ABCDIJKL"...)}, // multiNamePrefix, 3 segments
 		{"^^PCI0", append([]byte{0x5E, 0x5E}, "PCI0"...)},
-		{`\`, []byte{0x5C, 0x00}}, // root: RootChar NullName
+		{`\`, []byte{0x5C, 0x00}}, // root: rootChar NullName
 	} {
-		assert.Equal(t, tc.want, NameString(tc.path), tc.path)
+		assert.Equal(t, tc.want, AMLNameString(tc.path), tc.path)
 	}
 	for _, bad := range []string{"", "TOOLONG", "0ABC", "a", "AB-C", `\_SB..X`, "_SB."} {
-		assert.Panics(t, func() { NameString(bad) }, "%q", bad)
+		assert.Panics(t, func() { AMLNameString(bad) }, "%q", bad)
 	}
 }
 
-func TestIntegers(t *testing.T) {
+func TestAMLIntegers(t *testing.T) {
 	for _, tc := range []struct {
 		v    uint64
 		want []byte
@@ -132,15 +132,15 @@ func TestIntegers(t *testing.T) {
 		{0x123456789A, []byte{0x0E, 0x9A, 0x78, 0x56, 0x34, 0x12, 0, 0, 0}}, // QWord
 		{^uint64(0), []byte{0xFF}},                                          // Ones
 	} {
-		assert.Equal(t, tc.want, Integer(tc.v), "0x%X", tc.v)
+		assert.Equal(t, tc.want, AMLInteger(tc.v), "0x%X", tc.v)
 	}
-	assert.Equal(t, []byte{0x0A, 0x00}, Byte(0))
-	assert.Equal(t, []byte{0x0B, 0x01, 0x00}, Word(1))
-	assert.Equal(t, []byte{0x0C, 0x0F, 0, 0, 0}, DWord(0x0F))
-	assert.Equal(t, []byte{0x0E, 1, 0, 0, 0, 0, 0, 0, 0}, QWord(1))
+	assert.Equal(t, []byte{0x0A, 0x00}, AMLByte(0))
+	assert.Equal(t, []byte{0x0B, 0x01, 0x00}, AMLWord(1))
+	assert.Equal(t, []byte{0x0C, 0x0F, 0, 0, 0}, AMLDWord(0x0F))
+	assert.Equal(t, []byte{0x0E, 1, 0, 0, 0, 0, 0, 0, 0}, AMLQWord(1))
 }
 
-func TestEISAID(t *testing.T) {
+func TestAMLEISAID(t *testing.T) {
 	for _, tc := range []struct {
 		id   string
 		want uint32
@@ -157,83 +157,83 @@ func TestEISAID(t *testing.T) {
 		assert.Equal(t, tc.want, v, "%s: got 0x%08X", tc.id, v)
 	}
 	// EisaId ("PNP0501") -> DWordConst 41 D0 05 01
-	assert.Equal(t, []byte{0x0C, 0x41, 0xD0, 0x05, 0x01}, EISAID("PNP0501"))
+	assert.Equal(t, []byte{0x0C, 0x41, 0xD0, 0x05, 0x01}, AMLEISAID("PNP0501"))
 	// EisaId ("PNP0303") -> 0C 41 D0 03 03
-	assert.Equal(t, []byte{0x0C, 0x41, 0xD0, 0x03, 0x03}, EISAID("PNP0303"))
+	assert.Equal(t, []byte{0x0C, 0x41, 0xD0, 0x03, 0x03}, AMLEISAID("PNP0303"))
 
 	for _, bad := range []string{"PNP050", "PNP05011", "pnp0501", "PNP05G1", "P1P0501"} {
 		_, err := ParseEISAID(bad)
 		assert.Error(t, err, bad)
 	}
-	assert.Panics(t, func() { EISAID("bad") })
+	assert.Panics(t, func() { AMLEISAID("bad") })
 }
 
-func TestString(t *testing.T) {
+func TestAMLString(t *testing.T) {
 	// "ACPI0007" -> 0D 41 43 50 49 30 30 30 37 00
-	assert.Equal(t, []byte{0x0D, 0x41, 0x43, 0x50, 0x49, 0x30, 0x30, 0x30, 0x37, 0x00}, String("ACPI0007"))
-	assert.Equal(t, []byte{0x0D, 0x00}, String(""))
-	assert.Panics(t, func() { String("a\x00b") })
-	assert.Panics(t, func() { String("é") })
+	assert.Equal(t, []byte{0x0D, 0x41, 0x43, 0x50, 0x49, 0x30, 0x30, 0x30, 0x37, 0x00}, AMLString("ACPI0007"))
+	assert.Equal(t, []byte{0x0D, 0x00}, AMLString(""))
+	assert.Panics(t, func() { AMLString("a\x00b") })
+	assert.Panics(t, func() { AMLString("é") })
 }
 
-func TestNameAndPackage(t *testing.T) {
+func TestAMLNameAndPackage(t *testing.T) {
 	// Name (_STA, 0x0F)
 	assert.Equal(t, []byte{0x08, 0x5F, 0x53, 0x54, 0x41, 0x0A, 0x0F},
-		Name("_STA", Integer(0x0F)))
+		AMLName("_STA", AMLInteger(0x0F)))
 
 	// Name (_S5, Package (0x04) { 0x07, 0x07, Zero, Zero })
 	assert.Equal(t, []byte{
-		0x08, 0x5F, 0x53, 0x35, 0x5F, // NameOp _S5_
-		0x12, 0x08, 0x04, // PackageOp PkgLength(8) NumElements(4)
+		0x08, 0x5F, 0x53, 0x35, 0x5F, // nameOp _S5_
+		0x12, 0x08, 0x04, // packageOp AMLPkgLength(8) NumElements(4)
 		0x0A, 0x07, 0x0A, 0x07, 0x00, 0x00,
-	}, Name("_S5", Package(Integer(7), Integer(7), Integer(0), Integer(0))))
+	}, AMLName("_S5", AMLPackage(AMLInteger(7), AMLInteger(7), AMLInteger(0), AMLInteger(0))))
 
 	// Name (_S0, Package (0x04) { Zero, Zero, Zero, Zero })
 	assert.Equal(t, []byte{0x08, 0x5F, 0x53, 0x30, 0x5F, 0x12, 0x06, 0x04, 0x00, 0x00, 0x00, 0x00},
-		Name("_S0", Package(Integer(0), Integer(0), Integer(0), Integer(0))))
+		AMLName("_S0", AMLPackage(AMLInteger(0), AMLInteger(0), AMLInteger(0), AMLInteger(0))))
 
 	// Name (\_SB.COM2, 0x03F8)
 	assert.Equal(t, []byte{0x08, 0x5C, 0x2E, 0x5F, 0x53, 0x42, 0x5F, 0x43, 0x4F, 0x4D, 0x32, 0x0B, 0xF8, 0x03},
-		Name(`\_SB.COM2`, Integer(0x3F8)))
+		AMLName(`\_SB.COM2`, AMLInteger(0x3F8)))
 
 	// Name (QWRD, 0x123456789A)
 	assert.Equal(t, []byte{0x08, 0x51, 0x57, 0x52, 0x44, 0x0E, 0x9A, 0x78, 0x56, 0x34, 0x12, 0x00, 0x00, 0x00},
-		Name("QWRD", Integer(0x123456789A)))
+		AMLName("QWRD", AMLInteger(0x123456789A)))
 
 	// Name (ALLF, 0xFFFFFFFFFFFFFFFF)
-	assert.Equal(t, []byte{0x08, 0x41, 0x4C, 0x4C, 0x46, 0xFF}, Name("ALLF", Integer(^uint64(0))))
+	assert.Equal(t, []byte{0x08, 0x41, 0x4C, 0x4C, 0x46, 0xFF}, AMLName("ALLF", AMLInteger(^uint64(0))))
 
 	// Name (STR, "ACPI0007")
 	assert.Equal(t, []byte{0x08, 0x53, 0x54, 0x52, 0x5F, 0x0D, 0x41, 0x43, 0x50, 0x49, 0x30, 0x30, 0x30, 0x37, 0x00},
-		Name("STR", String("ACPI0007")))
+		AMLName("STR", AMLString("ACPI0007")))
 
 	// Name (BUF, Buffer () { 0x79, 0x00 })
 	assert.Equal(t, []byte{0x08, 0x42, 0x55, 0x46, 0x5F, 0x11, 0x05, 0x0A, 0x02, 0x79, 0x00},
-		Name("BUF", Buffer([]byte{0x79, 0x00})))
+		AMLName("BUF", AMLBuffer([]byte{0x79, 0x00})))
 
 	// Package () {} -> 12 02 00
-	assert.Equal(t, []byte{0x12, 0x02, 0x00}, Package())
-	assert.Panics(t, func() { Package(make([][]byte, 256)...) })
+	assert.Equal(t, []byte{0x12, 0x02, 0x00}, AMLPackage())
+	assert.Panics(t, func() { AMLPackage(make([][]byte, 256)...) })
 }
 
-func TestPackageLongBody(t *testing.T) {
+func TestAMLPackageLongBody(t *testing.T) {
 	// A package whose body crosses 63 bytes switches to the 2-byte PkgLength:
 	// Package (0x02) { Buffer (58) {...}, Zero }: the buffer is 11 3D 0A 3A and
 	// 58 bytes (62), so the package body is 1 + 62 + 1 = 64 -> PkgLength 42 04.
-	p := Package(Buffer(bufferOf(58)), Integer(0))
+	p := AMLPackage(AMLBuffer(bufferOf(58)), AMLInteger(0))
 	assert.Equal(t, []byte{0x12, 0x42, 0x04, 0x02, 0x11, 0x3D, 0x0A, 0x3A}, p[:8])
 	assert.Len(t, p, 3+64)
 }
 
-func TestDeviceScopeMethod(t *testing.T) {
+func TestAMLDeviceScopeMethod(t *testing.T) {
 	// Scope (\_SB) {} -> 10 06 5C 5F 53 42 5F
-	assert.Equal(t, []byte{0x10, 0x06, 0x5C, 0x5F, 0x53, 0x42, 0x5F}, Scope(`\_SB`))
+	assert.Equal(t, []byte{0x10, 0x06, 0x5C, 0x5F, 0x53, 0x42, 0x5F}, AMLScope(`\_SB`))
 
 	// Device (KBD) { Name (_HID, EisaId ("PNP0303")) }
 	assert.Equal(t, []byte{
-		0x5B, 0x82, 0x0F, 0x4B, 0x42, 0x44, 0x5F, // ExtOp DeviceOp PkgLength(15) KBD_
+		0x5B, 0x82, 0x0F, 0x4B, 0x42, 0x44, 0x5F, // ExtOp deviceOp AMLPkgLength(15) KBD_
 		0x08, 0x5F, 0x48, 0x49, 0x44, 0x0C, 0x41, 0xD0, 0x03, 0x03, // Name (_HID, EisaId ("PNP0303"))
-	}, Device("KBD", Name("_HID", EISAID("PNP0303"))))
+	}, AMLDevice("KBD", AMLName("_HID", AMLEISAID("PNP0303"))))
 
 	// Scope (\_SB) { Device (ABCD) { Name (_ADR, Zero) Name (EFGH, Zero) } }
 	assert.Equal(t, []byte{
@@ -241,47 +241,47 @@ func TestDeviceScopeMethod(t *testing.T) {
 		0x5B, 0x82, 0x11, 0x41, 0x42, 0x43, 0x44,
 		0x08, 0x5F, 0x41, 0x44, 0x52, 0x00,
 		0x08, 0x45, 0x46, 0x47, 0x48, 0x00,
-	}, Scope(`\_SB`, Device("ABCD", Name("_ADR", Integer(0)), Name("EFGH", Integer(0)))))
+	}, AMLScope(`\_SB`, AMLDevice("ABCD", AMLName("_ADR", AMLInteger(0)), AMLName("EFGH", AMLInteger(0)))))
 
 	// Method (MTHA, 0, NotSerialized) { Return (0x0F) }
 	assert.Equal(t, []byte{0x14, 0x09, 0x4D, 0x54, 0x48, 0x41, 0x00, 0xA4, 0x0A, 0x0F},
-		Method("MTHA", 0, false, Return(Integer(0x0F))))
+		AMLMethod("MTHA", 0, false, AMLReturn(AMLInteger(0x0F))))
 
 	// Method (MTHS, 2, Serialized) { Return (One) }
 	assert.Equal(t, []byte{0x14, 0x08, 0x4D, 0x54, 0x48, 0x53, 0x0A, 0xA4, 0x01},
-		Method("MTHS", 2, true, Return(Integer(1))))
-	assert.Panics(t, func() { Method("MTHX", 8, false) })
+		AMLMethod("MTHS", 2, true, AMLReturn(AMLInteger(1))))
+	assert.Panics(t, func() { AMLMethod("MTHX", 8, false) })
 }
 
-func TestResourceTemplate(t *testing.T) {
+func TestAMLResourceTemplate(t *testing.T) {
 	// IO (Decode16, 0x03F8, 0x03F8, 0x01, 0x08)
-	assert.Equal(t, []byte{0x47, 0x01, 0xF8, 0x03, 0xF8, 0x03, 0x01, 0x08}, IO16(0x3F8, 0x3F8, 1, 8))
+	assert.Equal(t, []byte{0x47, 0x01, 0xF8, 0x03, 0xF8, 0x03, 0x01, 0x08}, AMLIO16(0x3F8, 0x3F8, 1, 8))
 	// IRQNoFlags () {4}
-	assert.Equal(t, []byte{0x22, 0x10, 0x00}, IRQNoFlags(4))
+	assert.Equal(t, []byte{0x22, 0x10, 0x00}, AMLIRQNoFlags(4))
 	// IRQNoFlags () {3,4,15}
-	assert.Equal(t, []byte{0x22, 0x18, 0x80}, IRQNoFlags(3, 4, 15))
-	assert.Panics(t, func() { IRQNoFlags(16) })
+	assert.Equal(t, []byte{0x22, 0x18, 0x80}, AMLIRQNoFlags(3, 4, 15))
+	assert.Panics(t, func() { AMLIRQNoFlags(16) })
 
 	// Name (RT, ResourceTemplate () { IRQNoFlags () {4} })
 	assert.Equal(t, []byte{0x08, 0x52, 0x54, 0x5F, 0x5F, 0x11, 0x08, 0x0A, 0x05, 0x22, 0x10, 0x00, 0x79, 0x00},
-		Name("RT", ResourceTemplate(IRQNoFlags(4))))
+		AMLName("RT", AMLResourceTemplate(AMLIRQNoFlags(4))))
 
 	// ResourceTemplate () {
 	//     IO (Decode16, 0x03F8, 0x03F8, 0x01, 0x08)
 	//     IRQNoFlags () {4}
 	// }
 	assert.Equal(t, []byte{
-		0x11, 0x10, 0x0A, 0x0D, // BufferOp PkgLength(16) BufferSize(13)
+		0x11, 0x10, 0x0A, 0x0D, // bufferOp AMLPkgLength(16) BufferSize(13)
 		0x47, 0x01, 0xF8, 0x03, 0xF8, 0x03, 0x01, 0x08,
 		0x22, 0x10, 0x00,
 		0x79, 0x00, // End Tag, checksum 0
-	}, ResourceTemplate(IO16(0x3F8, 0x3F8, 1, 8), IRQNoFlags(4)))
+	}, AMLResourceTemplate(AMLIO16(0x3F8, 0x3F8, 1, 8), AMLIRQNoFlags(4)))
 }
 
 // TestComposeIsConcatenation guards the encoder's composition rule: a term's
 // bytes do not depend on where it is used.
-func TestComposeIsConcatenation(t *testing.T) {
-	a, b := Name("AAAA", Integer(1)), Name("BBBB", Integer(2))
-	s := Scope("_SB", a, b)
+func TestAMLComposeIsConcatenation(t *testing.T) {
+	a, b := AMLName("AAAA", AMLInteger(1)), AMLName("BBBB", AMLInteger(2))
+	s := AMLScope("_SB", a, b)
 	assert.True(t, bytes.HasSuffix(s, append(append([]byte{}, a...), b...)))
 }

@@ -1,0 +1,132 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/pmvm/pmvm/configs"
+	"github.com/pmvm/pmvm/vmm"
+)
+
+// defaultRuntimeDir is where a VM's sockets live unless its config says
+// otherwise: /run/pmvm/NAME/control.sock. PMVM_RUNTIME_DIR overrides it.
+const defaultRuntimeDir = "/run/pmvm"
+
+// controlSocket finds the control socket of VM name: --control wins, then a
+// path given as the name, then the runtime directory convention.
+func controlSocket(name, flagPath string) string {
+	if flagPath != "" {
+		return flagPath
+	}
+	if strings.Contains(name, "/") {
+		return name
+	}
+	dir := os.Getenv("PMVM_RUNTIME_DIR")
+	if dir == "" {
+		dir = defaultRuntimeDir
+	}
+	return filepath.Join(dir, name, "control.sock")
+}
+
+// controlFlags parses the flags shared by the commands that talk to a
+// running VM and returns its control socket.
+func controlFlags(name string, args []string, stderr io.Writer, extra func(fs *flag.FlagSet)) (string, *flag.FlagSet, bool) {
+	fs := flag.NewFlagSet("pmvm "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	ctl := fs.String("control", "", "control socket path (default "+defaultRuntimeDir+"/NAME/control.sock)")
+	if extra != nil {
+		extra(fs)
+	}
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return "", nil, false
+	}
+	if len(pos) != 1 {
+		fmt.Fprintf(stderr, "pmvm %s: want exactly one VM NAME, got %d arguments\n", name, len(pos))
+		return "", nil, false
+	}
+	return controlSocket(pos[0], *ctl), fs, true
+}
+
+func cmdStatus(args []string, stdout, stderr io.Writer) int {
+	var asJSON *bool
+	sock, _, ok := controlFlags("status", args, stderr, func(fs *flag.FlagSet) {
+		asJSON = fs.Bool("json", false, "print JSON")
+	})
+	if !ok {
+		return exitUsage
+	}
+	resp, err := vmm.CallControl(sock, vmm.ControlRequest{Command: "status", Timeout: 5000})
+	if err != nil {
+		fmt.Fprintln(stderr, "pmvm status:", err)
+		return exitFailure
+	}
+	if !resp.OK || resp.Status == nil {
+		fmt.Fprintln(stderr, "pmvm status:", resp.Error)
+		return exitFailure
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(resp.Status)
+		return 0
+	}
+	printStatus(stdout, resp.Status)
+	return 0
+}
+
+func printStatus(w io.Writer, s *vmm.Status) {
+	fmt.Fprintf(w, "name:      %s\n", s.Name)
+	fmt.Fprintf(w, "runstate:  %s (since %s, %s)\n", s.RunState, s.Since.Format("15:04:05.000"), time.Since(s.Since).Round(time.Millisecond))
+	fmt.Fprintf(w, "vcpus:     %d\n", s.VCPUs)
+	fmt.Fprintf(w, "memory:    %s\n", configs.FormatSize(s.MemoryBytes))
+	fmt.Fprintf(w, "uptime:    %s\n", s.Uptime.Round(time.Millisecond))
+	if s.Last.To != "" {
+		fmt.Fprintf(w, "last:      %s -> %s at %s (%s in %s)\n", s.Last.From, s.Last.To, s.Last.At.Format("15:04:05.000"), s.Last.Took.Round(time.Millisecond), s.Last.From)
+	}
+}
+
+func cmdSuspend(args []string, stdout, stderr io.Writer) int {
+	var timeout *time.Duration
+	sock, _, ok := controlFlags("suspend", args, stderr, func(fs *flag.FlagSet) {
+		timeout = fs.Duration("timeout", 30*time.Second, "how long the guest may take to reach S3")
+	})
+	if !ok {
+		return exitUsage
+	}
+	resp, err := vmm.CallControl(sock, vmm.ControlRequest{Command: "suspend", Timeout: timeout.Milliseconds()})
+	if err != nil {
+		fmt.Fprintln(stderr, "pmvm suspend:", err)
+		return exitFailure
+	}
+	if !resp.OK {
+		fmt.Fprintln(stderr, "pmvm suspend:", resp.Error)
+		return exitFailure
+	}
+	fmt.Fprintf(stdout, "suspended in %s\n", resp.Took.Round(time.Millisecond))
+	return 0
+}
+
+func cmdWakeup(args []string, stdout, stderr io.Writer) int {
+	sock, _, ok := controlFlags("wakeup", args, stderr, nil)
+	if !ok {
+		return exitUsage
+	}
+	resp, err := vmm.CallControl(sock, vmm.ControlRequest{Command: "wakeup", Timeout: 30000})
+	if err != nil {
+		fmt.Fprintln(stderr, "pmvm wakeup:", err)
+		return exitFailure
+	}
+	if !resp.OK {
+		fmt.Fprintln(stderr, "pmvm wakeup:", resp.Error)
+		return exitFailure
+	}
+	fmt.Fprintf(stdout, "woken in %s\n", resp.Took.Round(time.Millisecond))
+	return 0
+}
