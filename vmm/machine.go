@@ -54,6 +54,9 @@ type Machine struct {
 
 	resets []vcpuReset // each vCPU's power-on state, restored at S3 wake
 
+	// onWake runs in its own goroutine after every wake from S3 (set before Run).
+	onWake func(why string)
+
 	mu       sync.Mutex // guards everything below
 	cond     *sync.Cond // signalled on every runstate change and park
 	runstate RunState

@@ -160,8 +160,15 @@ func (m *Machine) Wake(why string) error {
 	m.setStateLocked(StateRunning)
 	m.mu.Unlock()
 	m.log.Info().Str("why", why).Msg("guest woken from S3")
+	if m.onWake != nil {
+		go m.onWake(why)
+	}
 	return nil
 }
+
+// OnWake sets a function run (in its own goroutine) after every wake from
+// S3, e.g. to set the guest clock through its agent. Call before Run.
+func (m *Machine) OnWake(f func(why string)) { m.onWake = f }
 
 // wakingVector reads where the guest asked to be resumed, from the FACS.
 func (m *Machine) wakingVector() (uint32, error) {

@@ -12,11 +12,13 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
 	"github.com/pmvm/pmvm/configs"
+	"github.com/pmvm/pmvm/guestpm"
 	"github.com/pmvm/pmvm/vmm"
 )
 
@@ -173,7 +175,23 @@ func runVM(cfg *configs.VM, log zerolog.Logger, stdout io.Writer) (vmm.Outcome, 
 	if err := m.Boot(); err != nil {
 		return vmm.OutcomeError, err
 	}
-	ctl, err := vmm.ServeControl(cfg.Control.Socket, m, log, nil)
+	line := agentLine{agent}
+	m.OnWake(func(why string) {
+		ctx, cancel := context.WithTimeout(context.Background(), setTimeBudget)
+		defer cancel()
+		if err := guestpm.SetTimeAfterWake(ctx, line, log); err != nil {
+			log.Warn().Err(err).Msg("guest clock may be off after wake")
+		}
+	})
+	ctl, err := vmm.ServeControl(cfg.Control.Socket, m, log, map[string]vmm.CommandFunc{
+		"suspend": func(ctx context.Context, _ vmm.ControlRequest) vmm.ControlResponse {
+			if _, err := guestpm.Suspend(ctx, agentMachine{m}, line, log); err != nil {
+				return vmm.ControlResponse{Error: err.Error()}
+			}
+			st := m.Status()
+			return vmm.ControlResponse{OK: true, Status: &st}
+		},
+	})
 	if err != nil {
 		return vmm.OutcomeError, fmt.Errorf("control socket: %w", err)
 	}
@@ -190,6 +208,24 @@ func runVM(cfg *configs.VM, log zerolog.Logger, stdout io.Writer) (vmm.Outcome, 
 		return outcome, errors.New("machine failed")
 	}
 	return outcome, nil
+}
+
+// setTimeBudget bounds how long pmvm keeps trying to set the guest clock
+// after a wake while the guest agent comes back.
+const setTimeBudget = 60 * time.Second
+
+// agentLine lends the COM2 socket bridge to guestpm.
+type agentLine struct{ p *vmm.SerialPort }
+
+func (l agentLine) Borrow() (io.ReadWriteCloser, func(), error) { return l.p.Borrow() }
+
+// agentMachine shows guestpm the machine's runstate.
+type agentMachine struct{ m *vmm.Machine }
+
+func (a agentMachine) RunState() string { return string(a.m.RunState()) }
+func (a agentMachine) WaitSuspended(ctx context.Context) error {
+	_, err := a.m.WaitRunState(ctx, vmm.StateSuspended)
+	return err
 }
 
 func openConsole(c configs.Console, stdout io.Writer) (io.Writer, func(), error) {

@@ -7,6 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
+
+	"github.com/pmvm/pmvm/vmm"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -121,4 +124,63 @@ func TestUsage(t *testing.T) {
 	assert.Contains(t, errb.String(), `unknown command "frobnicate"`)
 	assert.Equal(t, exitUsage, runMain([]string{"run"}, &out, &errb))
 	assert.Equal(t, exitUsage, runMain([]string{"run", "x.toml", "--log-level", "loud"}, &out, &errb))
+}
+
+// TestSuspendWithoutAgentFailsAndGuestKeepsRunning proves that when no
+// guest agent answers on COM2, pmvm suspend fails within its timeout with a
+// message naming the agent, and the guest is still running afterwards;
+// status and stop then work over the control socket.
+func TestSuspendWithoutAgentFailsAndGuestKeepsRunning(t *testing.T) {
+	dir := t.TempDir()
+	kernel := tinyKernel(t, dir, []byte{0xeb, 0xfe}) // spins forever, no agent
+	cfg := writeConfig(t, dir, kernel, "")
+	ctl := filepath.Join(dir, "control.sock")
+
+	exited := make(chan int, 1)
+	go func() {
+		var out, errb bytes.Buffer
+		exited <- runMain([]string{"run", cfg, "--log-level", "warn"}, &out, &errb)
+	}()
+	require.Eventually(t, func() bool {
+		var o, e bytes.Buffer
+		return cmdStatus([]string{"x", "--control", ctl}, &o, &e) == 0
+	}, 10*time.Second, 20*time.Millisecond, "control socket comes up")
+
+	var out, errb bytes.Buffer
+	start := time.Now()
+	code := cmdSuspend([]string{"tiny", "--control", ctl, "--timeout", "1500ms"}, &out, &errb)
+	assert.Equal(t, exitFailure, code)
+	assert.Less(t, time.Since(start), 10*time.Second)
+	assert.Contains(t, errb.String(), "qemu-guest-agent")
+	assert.Contains(t, errb.String(), "keeps running")
+
+	out.Reset()
+	require.Equal(t, 0, cmdStatus([]string{"tiny", "--control", ctl}, &out, &errb))
+	assert.Contains(t, out.String(), "runstate:  running")
+
+	out.Reset()
+	require.Equal(t, 0, cmdStatus([]string{"tiny", "--control", ctl, "--json"}, &out, &errb))
+	assert.Contains(t, out.String(), `"runstate": "running"`)
+
+	out.Reset()
+	assert.Equal(t, exitFailure, cmdWakeup([]string{"tiny", "--control", ctl}, &out, &errb), "a running guest cannot be woken")
+	assert.Contains(t, errb.String(), "not suspended")
+
+	resp, err := vmm.CallControl(ctl, vmm.ControlRequest{Command: "stop"})
+	require.NoError(t, err)
+	require.True(t, resp.OK)
+	select {
+	case code := <-exited:
+		assert.Equal(t, exitStopped, code)
+	case <-time.After(10 * time.Second):
+		t.Fatal("pmvm run did not exit after stop")
+	}
+}
+
+// TestControlSocketByName proves NAME resolves under the runtime directory.
+func TestControlSocketByName(t *testing.T) {
+	t.Setenv("PMVM_RUNTIME_DIR", "/tmp/rt")
+	assert.Equal(t, "/tmp/rt/web1/control.sock", controlSocket("web1", ""))
+	assert.Equal(t, "/x/c.sock", controlSocket("web1", "/x/c.sock"))
+	assert.Equal(t, "./c.sock", controlSocket("./c.sock", ""))
 }
