@@ -4,8 +4,10 @@
 // configs/examples.
 //
 // Decoding never touches the host: Validate checks the config for internal
-// consistency only. Whether a kernel or a backing file exists is checked by
-// the VMM when it opens them.
+// consistency only. Whether a kernel or a backing file exists, and whether a
+// memory backing survives what the mode needs (a host kexec, a VMM restart),
+// is checked by the VMM through package pmem (pmem.Check), which looks at
+// the backing itself.
 package configs
 
 import (
@@ -32,6 +34,11 @@ const (
 	// ModeRestart: the VM survives a restart of the VMM binary (exec with
 	// memory descriptors inherited). Guest RAM must outlive the process.
 	ModeRestart Mode = "restart"
+
+	// Whether each memory block's backing can honour the mode is decided
+	// by package pmem (pmem.Check), which looks at the backing itself:
+	// Validate does not judge it, so that `pmvm check` can show every
+	// block's class and verdict.
 )
 
 // ConsoleOutput is where the serial console (COM1) goes.
@@ -83,6 +90,11 @@ type Memory struct {
 	// Create creates a missing backing file (never truncating an existing
 	// one). File backings only.
 	Create bool `toml:"create"`
+	// PreservedAcrossKexec declares that this tmpfs or /dev/shm file
+	// survives a host kexec on this host (PKRAM, Linux Live Update memfd
+	// preservation): an explicit opt-in that lets it serve mode = "reboot".
+	// File backings only; pmvm refuses it on anything but tmpfs and logs it.
+	PreservedAcrossKexec bool `toml:"preserved_across_kexec"`
 }
 
 // IsFile reports whether the backing is a path (not anonymous or memfd).

@@ -49,6 +49,13 @@ func TestDemoExampleContent(t *testing.T) {
 	require.Equal(t, 512*MiB, v.TotalMemory())
 }
 
+// preserved_across_kexec decodes from its TOML key.
+func TestDecodePreservedAcrossKexec(t *testing.T) {
+	v, err := Decode("p.toml", strings.NewReader("[[memory]]\nname = \"ram0\"\nbacking = \"/dev/shm/x\"\npreserved_across_kexec = true\n"))
+	require.NoError(t, err)
+	require.True(t, v.Memory[0].PreservedAcrossKexec)
+}
+
 // Omitted optional settings get their defaults: mode none, console stdout.
 func TestDecodeDefaults(t *testing.T) {
 	v, err := Decode("d.toml", strings.NewReader(`name = "d"`))

@@ -143,13 +143,11 @@ func (v *VM) Validate() error {
 		if (m.IsFile() || m.Backing == BackingMemfd) && !m.Shared {
 			bad(field, "a %s backing must be mapped shared (or guest writes would not reach it); set shared = true", backingKind(m))
 		}
-
-		switch {
-		case mode == ModeReboot && (m.Backing == BackingAnonymous || m.Backing == BackingMemfd):
-			bad(field, "mode = \"reboot\" needs memory that outlives the host kernel, and %s memory does not; use a device-dax, fsdax or hugetlbfs backing file", m.Backing)
-		case mode == ModeRestart && m.Backing == BackingAnonymous:
-			bad(field, "mode = \"restart\" needs memory that outlives the VMM process, and anonymous memory does not; use \"memfd\" or a shared file")
+		if m.PreservedAcrossKexec && (m.Backing == BackingAnonymous || m.Backing == BackingMemfd) {
+			bad(field, "preserved_across_kexec = true applies to files on tmpfs or /dev/shm only, not %q", m.Backing)
 		}
+		// Whether the backing survives what the mode needs is pmem's
+		// judgement (pmem.Check): it depends on the backing, not the config.
 	}
 	if len(v.Memory) > 0 {
 		switch {

@@ -59,6 +59,20 @@ func TestValidateAccepts(t *testing.T) {
 			v.Mode = ModeReboot
 			v.Memory[0] = Memory{Name: "ram0", Size: Size(GiB), Backing: "/dev/dax0.0", Shared: true}
 		}},
+		{"a file may declare preserved_across_kexec (pmem accepts it on tmpfs only)", func(v *VM) {
+			v.Mode = ModeReboot
+			v.Memory[0] = Memory{Name: "ram0", Size: Size(GiB), Backing: "/dev/dax0.0", Shared: true}
+			v.Memory[1].PreservedAcrossKexec = true
+		}},
+		// The mode is judged against each backing by pmem.Check (pmvm check,
+		// pmvm run), which names the block and its class; Validate leaves
+		// it alone, so that pmvm check can still print every block.
+		{"reboot mode with anonymous memory is pmem's to refuse", func(v *VM) { v.Mode = ModeReboot }},
+		{"reboot mode with memfd is pmem's to refuse", func(v *VM) {
+			v.Mode = ModeReboot
+			v.Memory[0].Backing, v.Memory[0].Shared = BackingMemfd, true
+		}},
+		{"restart mode with anonymous memory is pmem's to refuse", func(v *VM) { v.Mode = ModeRestart }},
 	} {
 		t.Run(tc.proves, func(t *testing.T) {
 			v := validVM()
@@ -141,14 +155,11 @@ func TestValidateRefuses(t *testing.T) {
 			v.Memory[0].Size = Size(^uint64(0) - 2*MiB + 1)
 			v.Memory[1].Size = Size(4 * MiB)
 		}, `memory: total (more than 2^64 bytes) is more than the maximum 1TiB`},
-		{"reboot mode refuses anonymous memory", func(v *VM) { v.Mode = ModeReboot; v.Memory[1].Backing = "/dev/dax0.0"; v.Memory[1].Create = false },
-			`memory[0] "ram0": mode = "reboot" needs memory that outlives the host kernel, and anonymous memory does not`},
-		{"reboot mode refuses memfd", func(v *VM) {
-			v.Mode = ModeReboot
-			v.Memory[0].Backing, v.Memory[0].Shared = BackingMemfd, true
-		}, `memory[0] "ram0": mode = "reboot" needs memory that outlives the host kernel, and memfd memory does not`},
-		{"restart mode refuses anonymous memory", func(v *VM) { v.Mode = ModeRestart },
-			`memory[0] "ram0": mode = "restart" needs memory that outlives the VMM process, and anonymous memory does not`},
+		{"preserved_across_kexec is not for anonymous memory", func(v *VM) { v.Memory[0].PreservedAcrossKexec = true },
+			`memory[0] "ram0": preserved_across_kexec = true applies to files on tmpfs or /dev/shm only, not "anonymous"`},
+		{"preserved_across_kexec is not for memfd", func(v *VM) {
+			v.Memory[0].Backing, v.Memory[0].Shared, v.Memory[0].PreservedAcrossKexec = BackingMemfd, true, true
+		}, `memory[0] "ram0": preserved_across_kexec = true applies to files on tmpfs or /dev/shm only, not "memfd"`},
 		{"console output is one of three", func(v *VM) { v.Console.Output = "serial" },
 			`console.output: "serial" is not one of "stdout", "file", "none"`},
 		{"console output to a file needs a path", func(v *VM) { v.Console.Output = ConsoleFile },

@@ -5,28 +5,27 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 
 	"golang.org/x/sys/unix"
 )
 
 const protRW = unix.PROT_READ | unix.PROT_WRITE
 
-func openAnonymous(spec Spec) (*Region, error) {
+func openAnonymous(spec Spec, b *Backing) (*Region, error) {
 	flags := unix.MAP_ANONYMOUS | unix.MAP_NORESERVE
 	if spec.Shared {
 		flags |= unix.MAP_SHARED
 	} else {
 		flags |= unix.MAP_PRIVATE
 	}
-	mem, addr, err := mapAligned(-1, spec.Size, DefaultAlign, protRW, flags)
+	mem, addr, err := mapAligned(-1, spec.Size, b.Align, protRW, flags)
 	if err != nil {
 		return nil, spec.errorf("mmap %s: %w", formatSize(spec.Size), err)
 	}
-	return &Region{Name: spec.Name, Kind: KindAnonymous, Size: spec.Size, Align: DefaultAlign, Mem: mem, addr: addr}, nil
+	return newRegion(spec, b, mem, addr, nil, nil), nil
 }
 
-func openMemfd(spec Spec) (*Region, error) {
+func openMemfd(spec Spec, b *Backing) (*Region, error) {
 	name := "pmvm:" + spec.Name
 	// MFD_NOEXEC_SEAL (Linux 6.3+) keeps newer kernels from warning about
 	// executable memfds; older kernels reject the flag with EINVAL.
@@ -42,16 +41,32 @@ func openMemfd(spec Spec) (*Region, error) {
 		f.Close()
 		return nil, spec.errorf("ftruncate to %s: %w", formatSize(spec.Size), err)
 	}
-	return mapFile(spec, KindMemfd, f)
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		f.Close()
+		return nil, spec.errorf("fstat: %w", err)
+	}
+	b.Dev, b.Ino = st.Dev, st.Ino
+	mem, addr, err := mapAligned(int(f.Fd()), spec.Size, b.Align, protRW, unix.MAP_SHARED)
+	if err != nil {
+		f.Close()
+		return nil, spec.errorf("mmap %s shared: %w", formatSize(spec.Size), err)
+	}
+	return newRegion(spec, b, mem, addr, f, nil), nil
 }
 
-func openFile(spec Spec) (*Region, error) {
+// openPath opens, classifies (again, from the open descriptor: what was
+// probed may have changed), locks and maps a file or device-dax backing.
+// A file it created is removed again if anything fails.
+func openPath(spec Spec) (*Region, error) {
 	path := spec.Backing
 	f, created, err := openOrCreate(spec)
 	if err != nil {
 		return nil, err
 	}
+	var lock *backingLock
 	fail := func(err error) (*Region, error) {
+		lock.release()
 		f.Close()
 		if created {
 			// The file is ours and holds nothing yet: leave no half-made
@@ -61,50 +76,82 @@ func openFile(spec Spec) (*Region, error) {
 		return nil, err
 	}
 
-	fi, err := f.Stat()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return fail(spec.errorf("fstat: %w", err))
+	}
+	b, err := inspect(spec, spec.hostOrReal(), int(f.Fd()), &st)
 	if err != nil {
-		return fail(spec.errorf("stat: %w", err))
+		return fail(err)
 	}
-	switch m := fi.Mode(); {
-	case m.IsRegular():
-	case m&fs.ModeCharDevice != 0:
-		return fail(spec.errorf("is a character device; device backings (device-dax) are not supported yet"))
-	case m.IsDir():
-		return fail(spec.errorf("is a directory; backing must name a file"))
-	default:
-		return fail(spec.errorf("is not a regular file (mode %s)", m))
+	if created {
+		b.Exists = false // a new file: sized below, after the lock
 	}
-
+	if err := finish(spec, b); err != nil {
+		return fail(err)
+	}
+	if err := spec.judge(b); err != nil {
+		return fail(err)
+	}
+	if lock, err = lockBacking(spec, f, b); err != nil {
+		return fail(err)
+	}
 	if created {
 		if err := sizeNewFile(f, spec); err != nil {
 			return fail(err)
 		}
-	} else if err := checkSize(spec, uint64(fi.Size())); err != nil {
+	}
+	mem, addr, err := mapBacking(spec, b, f)
+	if err != nil {
 		return fail(err)
 	}
-	r, err := mapFile(spec, KindFile, f)
-	if err != nil {
-		if created {
-			_ = os.Remove(path)
-		}
-		return nil, err
-	}
-	r.Path = path
-	return r, nil
+	return newRegion(spec, b, mem, addr, f, lock), nil
 }
 
-// openOrCreate opens the backing file read-write. With spec.Create it
-// creates a missing file (O_EXCL, so it never takes over a file someone else
-// just made, and never truncates one).
+// mapBacking maps f shared. A file on a DAX filesystem is mapped with
+// MAP_SYNC (MAP_SHARED_VALIDATE, so a kernel that cannot honour it says so):
+// each write fault then commits the file's block allocation before the guest
+// can store to the page, so a kexec cannot lose it. Where MAP_SYNC is
+// refused, only modes that do not need the memory across a kexec fall back
+// to a plain shared mapping.
+func mapBacking(spec Spec, b *Backing, f *os.File) ([]byte, uintptr, error) {
+	fd := int(f.Fd())
+	if b.mapFlags&unix.MAP_SYNC != 0 {
+		mem, addr, err := mapAligned(fd, spec.Size, b.Align, protRW, unix.MAP_SHARED_VALIDATE|unix.MAP_SYNC)
+		if err == nil {
+			return mem, addr, nil
+		}
+		if !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.EINVAL) {
+			return nil, 0, spec.errorf("mmap %s MAP_SHARED_VALIDATE|MAP_SYNC: %w", formatSize(spec.Size), err)
+		}
+		if spec.Mode.orDefault() == ModeReboot {
+			return nil, 0, spec.refuse(ErrModeRefused, "the filesystem refuses MAP_SYNC (%v), so guest writes could be lost at a kexec (the file's block allocation may not be committed yet); mode reboot needs it: use a device-dax namespace, or a filesystem that supports MAP_SYNC (ext4 or xfs mounted -o dax=always on persistent memory)", err)
+		}
+	}
+	mem, addr, err := mapAligned(fd, spec.Size, b.Align, protRW, unix.MAP_SHARED)
+	if err != nil {
+		return nil, 0, spec.errorf("mmap %s shared (%s aligned): %w", formatSize(spec.Size), formatSize(b.Align), err)
+	}
+	return mem, addr, nil
+}
+
+func newRegion(spec Spec, b *Backing, mem []byte, addr uintptr, f *os.File, lock *backingLock) *Region {
+	return &Region{
+		Name: spec.Name, Kind: b.Kind, Path: spec.path(), Size: spec.Size, Align: b.Align,
+		Mem: mem, Class: b.Class, OptIn: b.OptIn, Notes: b.Notes,
+		id: b.Identity, file: f, lock: lock, addr: addr,
+	}
+}
+
+// openOrCreate opens the backing read-write. With spec.Create it creates a
+// missing file (O_EXCL, so it never takes over a file someone else just
+// made, and never truncates one). Devices are only ever opened.
 func openOrCreate(spec Spec) (f *os.File, created bool, err error) {
 	path := spec.Backing
 	if spec.Create {
 		f, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 		if err == nil {
 			return f, true, nil
-		}
-		if dir := filepath.Dir(path); errors.Is(err, fs.ErrNotExist) && !exists(dir) {
-			return nil, false, spec.refuse(err, "cannot create the file: directory %s does not exist", dir)
 		}
 		if !errors.Is(err, fs.ErrExist) {
 			return nil, false, spec.errorf("create: %w", unwrapPath(err))
@@ -123,11 +170,6 @@ func openOrCreate(spec Spec) (f *os.File, created bool, err error) {
 	}
 }
 
-func exists(path string) bool {
-	_, err := os.Stat(path)
-	return err == nil
-}
-
 // unwrapPath drops the *fs.PathError layer (its path is already in our
 // message) but keeps the errno for errors.Is.
 func unwrapPath(err error) error {
@@ -139,8 +181,9 @@ func unwrapPath(err error) error {
 }
 
 // sizeNewFile gives a file pmem just created its size, and allocates its
-// blocks where the filesystem can, so that running out of space shows up
-// now rather than as SIGBUS in the guest later.
+// blocks where the filesystem can (hugetlbfs reserves its huge pages), so
+// that running out of space shows up now rather than as SIGBUS in the guest
+// later.
 func sizeNewFile(f *os.File, spec Spec) error {
 	fd := int(f.Fd())
 	if err := unix.Ftruncate(fd, int64(spec.Size)); err != nil {
@@ -151,7 +194,7 @@ func sizeNewFile(f *os.File, spec Spec) error {
 	case err == nil, errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.ENOSYS):
 		return nil
 	case errors.Is(err, unix.ENOSPC):
-		return spec.errorf("not enough space for %s on the file's filesystem; free some, or use a smaller size: %w", formatSize(spec.Size), err)
+		return spec.errorf("not enough space for %s on the file's filesystem (for hugetlbfs: free huge pages, see /proc/meminfo HugePages_Free); free some, or use a smaller size: %w", formatSize(spec.Size), err)
 	default:
 		return spec.errorf("fallocate %s: %w", formatSize(spec.Size), err)
 	}
@@ -170,15 +213,4 @@ func checkSize(spec Spec, have uint64) error {
 			formatSize(have), formatSize(want), formatSize(have), formatSize(want), spec.Backing)
 	}
 	return nil
-}
-
-// mapFile maps f shared and read-write into a Region that takes ownership of
-// f; on error f is closed.
-func mapFile(spec Spec, kind Kind, f *os.File) (*Region, error) {
-	mem, addr, err := mapAligned(int(f.Fd()), spec.Size, DefaultAlign, protRW, unix.MAP_SHARED)
-	if err != nil {
-		f.Close()
-		return nil, spec.errorf("mmap %s shared: %w", formatSize(spec.Size), err)
-	}
-	return &Region{Name: spec.Name, Kind: kind, Size: spec.Size, Align: DefaultAlign, Mem: mem, addr: addr, file: f}, nil
 }

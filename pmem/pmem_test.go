@@ -198,7 +198,7 @@ func TestFileSizeMismatchRefusedAndUntouched(t *testing.T) {
 				_, err := Open(Spec{Name: "ram0", Size: tc.want, Backing: path, Shared: true, Create: create})
 				require.Error(t, err)
 				require.ErrorIs(t, err, ErrSizeMismatch)
-				require.Contains(t, err.Error(), `memory "ram0" (file `+path+`)`)
+				require.Contains(t, err.Error(), `memory block "ram0" (`+path+`)`)
 				for _, s := range tc.wantInErr {
 					require.Contains(t, err.Error(), s)
 				}
@@ -218,7 +218,7 @@ func TestFileMissingRefused(t *testing.T) {
 	_, err := Open(Spec{Name: "ram0", Size: 4 * mib, Backing: path, Shared: true})
 	require.Error(t, err)
 	require.ErrorIs(t, err, fs.ErrNotExist)
-	require.Contains(t, err.Error(), `memory "ram0"`)
+	require.Contains(t, err.Error(), `memory block "ram0"`)
 	require.Contains(t, err.Error(), path)
 	require.Contains(t, err.Error(), "create = true")
 	require.Contains(t, err.Error(), "truncate -s 4MiB "+path)

@@ -112,12 +112,11 @@ func (o Outcome) String() string {
 
 // New builds the machine described by cfg: it maps guest memory, creates the
 // VM, its irqchip, PIT and vCPUs, and wires the devices. Nothing runs yet.
-func New(cfg *configs.VM, opt Options) (m *Machine, err error) {
-	m = newMachine(cfg, opt.Log)
+func New(cfg *configs.VM, opt Options) (_ *Machine, err error) {
+	m := newMachine(cfg, opt.Log)
 	defer func() {
 		if err != nil {
-			m.Close()
-			m = nil
+			m.Close() // release whatever was built before the failure
 		}
 	}()
 
@@ -128,13 +127,24 @@ func New(cfg *configs.VM, opt Options) (m *Machine, err error) {
 	if m.ram, err = x86.PlaceRAM(sizes); err != nil {
 		return nil, fmt.Errorf("memory layout: %w", err)
 	}
-	for _, b := range cfg.Memory {
-		r, err := pmem.Open(pmem.Spec{Name: b.Name, Size: b.Size.Bytes(), Backing: b.Backing, Shared: b.Shared, Create: b.Create})
+	specs := MemorySpecs(cfg)
+	// Refuse the whole VM, naming every block that cannot honour its mode,
+	// before anything is mapped.
+	if _, err := pmem.Check(specs...); err != nil {
+		return nil, err
+	}
+	for _, spec := range specs {
+		r, err := pmem.Open(spec)
 		if err != nil {
 			return nil, err
 		}
 		m.regions = append(m.regions, r)
-		m.log.Info().Str("block", b.Name).Str("backing", b.Backing).Str("kind", string(r.Kind)).Uint64("size", r.Size).Msg("memory mapped")
+		ev := m.log.Info()
+		if r.OptIn { // preserved_across_kexec: an explicit operator promise, logged loudly
+			ev = m.log.Warn()
+		}
+		ev.Str("block", r.Name).Str("backing", spec.Backing).Str("kind", string(r.Kind)).Str("class", string(r.Class)).
+			Uint64("size", r.Size).Uint64("align", r.Align).Strs("notes", r.Notes).Msg("memory mapped")
 	}
 
 	if m.sys, err = kvm.OpenSystem(); err != nil {
@@ -209,6 +219,17 @@ func New(cfg *configs.VM, opt Options) (m *Machine, err error) {
 		m.resets = append(m.resets, r)
 	}
 	return m, nil
+}
+
+// MemorySpecs turns the config's memory blocks into backing specs, with the
+// VM's mode so pmem can refuse what the mode cannot preserve.
+func MemorySpecs(cfg *configs.VM) []pmem.Spec {
+	specs := make([]pmem.Spec, len(cfg.Memory))
+	for i, b := range cfg.Memory {
+		specs[i] = pmem.Spec{Name: b.Name, Size: b.Size.Bytes(), Backing: b.Backing, Shared: b.Shared, Create: b.Create,
+			Mode: pmem.Mode(cfg.RunMode()), PreservedAcrossKexec: b.PreservedAcrossKexec, VM: cfg.Name}
+	}
+	return specs
 }
 
 func newMachine(cfg *configs.VM, log zerolog.Logger) *Machine {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/pmvm/pmvm/configs"
 	"github.com/pmvm/pmvm/pmem"
+	"github.com/pmvm/pmvm/vmm"
 )
 
 const checkUsage = `usage: pmvm check CONFIG.toml [--json]
@@ -52,7 +53,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	}
 
 	// Check's error repeats what the report says block by block.
-	rep, _ := pmem.Check(memorySpecs(cfg)...)
+	rep, _ := pmem.Check(vmm.MemorySpecs(cfg)...)
 	res := checkResult{Config: pos[0], VM: cfg.Name, Mode: pmem.Mode(cfg.RunMode()), OK: rep.OK, Blocks: rep.Blocks}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
@@ -68,25 +69,6 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	return 0
-}
-
-// memorySpecs turns the config's memory blocks into what pmem maps. vmm.New
-// builds the same specs for pmem.Check and pmem.Open.
-func memorySpecs(cfg *configs.VM) []pmem.Spec {
-	specs := make([]pmem.Spec, len(cfg.Memory))
-	for i, b := range cfg.Memory {
-		specs[i] = pmem.Spec{
-			Name:                 b.Name,
-			Size:                 b.Size.Bytes(),
-			Backing:              b.Backing,
-			Shared:               b.Shared,
-			Create:               b.Create,
-			Mode:                 pmem.Mode(cfg.RunMode()),
-			PreservedAcrossKexec: b.PreservedAcrossKexec,
-			VM:                   cfg.Name,
-		}
-	}
-	return specs
 }
 
 // printCheck writes the report as a table, then each block's notes, then a

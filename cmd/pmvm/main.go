@@ -19,6 +19,7 @@ import (
 
 	"github.com/pmvm/pmvm/configs"
 	"github.com/pmvm/pmvm/guestpm"
+	"github.com/pmvm/pmvm/pmem"
 	"github.com/pmvm/pmvm/vmm"
 )
 
@@ -26,6 +27,7 @@ const usage = `pmvm: a KVM virtual machine monitor whose guests survive host ker
 
 usage:
   pmvm run CONFIG.toml [--log-level LEVEL]   run a VM in the foreground until it powers off
+  pmvm check CONFIG.toml [--json]             can each memory block honour the VM's mode? (0 ok, 1 refused, 2 usage)
   pmvm status NAME [--json]                   runstate, vCPUs, memory, uptime, last transition
   pmvm suspend NAME [--timeout D]             suspend the guest to RAM (ACPI S3) through its agent
   pmvm wakeup NAME                            wake a suspended guest
@@ -65,6 +67,8 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "run":
 		return cmdRun(args[1:], stdout, stderr)
+	case "check":
+		return cmdCheck(args[1:], stdout, stderr)
 	case "status":
 		return cmdStatus(args[1:], stdout, stderr)
 	case "suspend":
@@ -140,6 +144,9 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	outcome, err := runVM(cfg, log, stdout)
 	if err != nil {
 		fmt.Fprintf(stderr, "pmvm run: %v\n", err)
+		if errors.Is(err, pmem.ErrModeRefused) || errors.Is(err, pmem.ErrMisfit) {
+			return exitUsage // the config asks for what its memory cannot give
+		}
 		return exitFailure
 	}
 	switch outcome {

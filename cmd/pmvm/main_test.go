@@ -184,3 +184,18 @@ func TestControlSocketByName(t *testing.T) {
 	assert.Equal(t, "/x/c.sock", controlSocket("web1", "/x/c.sock"))
 	assert.Equal(t, "./c.sock", controlSocket("./c.sock", ""))
 }
+
+// TestRunRefusesVolatileRAMInRebootMode proves pmvm run will not start a
+// reboot-mode VM on anonymous RAM, naming the block and what to use instead,
+// before anything is mapped or started.
+func TestRunRefusesVolatileRAMInRebootMode(t *testing.T) {
+	dir := t.TempDir()
+	kernel := tinyKernel(t, dir, []byte{0xeb, 0xfe})
+	var out, errb bytes.Buffer
+	code := runMain([]string{"run", writeConfig(t, dir, kernel, `mode = "reboot"`), "--log-level", "error"}, &out, &errb)
+	assert.Equal(t, exitUsage, code)
+	assert.Contains(t, errb.String(), `"ram0"`)
+	assert.Contains(t, errb.String(), "volatile")
+	assert.Contains(t, errb.String(), "/dev/dax")
+	assert.NoFileExists(t, filepath.Join(dir, "control.sock"), "nothing started")
+}
