@@ -15,6 +15,7 @@ import (
 type ControlRequest struct {
 	Command string `json:"command"`              // "status", "stop", "wakeup", or one added by the caller ("suspend")
 	Timeout int64  `json:"timeout_ms,omitempty"` // for commands that wait
+	State   string `json:"state,omitempty"`      // "save": where to write the state file
 }
 
 // ControlResponse is the one line pmvm answers.
@@ -23,7 +24,11 @@ type ControlResponse struct {
 	Error  string  `json:"error,omitempty"`
 	Status *Status `json:"status,omitempty"`
 	// Took is how long the command took, for timelines.
-	Took time.Duration `json:"took_ns,omitempty"`
+	Took     time.Duration `json:"took_ns,omitempty"`
+	Timeline *Timeline     `json:"timeline,omitempty"`
+
+	// After runs once the response is on the wire (e.g. to exit after a save).
+	After func() `json:"-"`
 }
 
 // CommandFunc handles one control command.
@@ -114,7 +119,11 @@ func (s *ControlServer) serve(c net.Conn) {
 			cancel()
 		}
 		c.SetWriteDeadline(time.Now().Add(controlReadTimeout))
-		if err := enc.Encode(resp); err != nil {
+		err := enc.Encode(resp)
+		if resp.After != nil {
+			resp.After()
+		}
+		if err != nil {
 			return
 		}
 	}
@@ -122,7 +131,7 @@ func (s *ControlServer) serve(c net.Conn) {
 
 func (s *ControlServer) names() string {
 	out := ""
-	for _, n := range []string{"status", "suspend", "wakeup", "stop"} {
+	for _, n := range []string{"status", "suspend", "wakeup", "save", "stop"} {
 		if _, ok := s.commands[n]; ok {
 			if out != "" {
 				out += ", "

@@ -79,6 +79,8 @@ const (
 	StateRunning   RunState = "running"
 	StateSuspended RunState = "suspended" // the guest is in ACPI S3; vCPUs parked
 	StateWaking    RunState = "waking"    // being reset to the waking vector
+	StateSaving    RunState = "saving"    // suspended, its state being written
+	StateSaved     RunState = "saved"     // suspended and saved; the process is about to exit
 	StateStopping  RunState = "stopping"
 	StateStopped   RunState = "stopped"
 )
@@ -93,6 +95,8 @@ const (
 	OutcomeReset
 	// OutcomeStopped: the host stopped the machine (a signal, the control socket).
 	OutcomeStopped
+	// OutcomeSaved: the suspended guest was saved to a state file.
+	OutcomeSaved
 	// OutcomeError: the machine failed; Run returns the error.
 	OutcomeError
 )
@@ -105,6 +109,8 @@ func (o Outcome) String() string {
 		return "reset"
 	case OutcomeStopped:
 		return "stopped"
+	case OutcomeSaved:
+		return "saved"
 	default:
 		return "error"
 	}
@@ -316,6 +322,28 @@ func (m *Machine) onSleep(typ uint8) {
 	}
 }
 
+func (m *Machine) acpiConfig() acpi.Config { return ACPIConfig(m.cfg.VCPUs) }
+
+// ACPIConfig describes a machine with vcpus vCPUs to the ACPI table builder.
+// The tables depend on nothing else, so a resume finds them where they were.
+func ACPIConfig(vcpus int) acpi.Config {
+	return acpi.Config{
+		CPUs:            vcpus,
+		LocalAPICAddr:   x86.LAPICAddr,
+		IOAPICAddr:      x86.IOAPICAddr,
+		IOAPICID:        uint8(vcpus),
+		SCIIRQ:          x86.SCIIRQ,
+		PM1aEventPort:   x86.PM1aEventPort,
+		PM1aControlPort: x86.PM1aControlPort,
+		PMTimerPort:     x86.PMTimerPort,
+		SleepTypeS5:     acpipm.SleepTypeS5,
+		SleepTypeS3:     acpipm.SleepTypeS3,
+		EnableS3:        true,
+		ResetPort:       x86.ResetPort,
+		ResetValue:      x86.ResetValue,
+	}
+}
+
 // Boot loads the kernel, initrd, command line and ACPI tables into guest
 // memory and puts the boot vCPU at the 64-bit entry point. The other vCPUs
 // wait for INIT/SIPI from the guest, as on a PC.
@@ -335,21 +363,7 @@ func (m *Machine) Boot() error {
 		}
 	}
 
-	m.tables, err = acpi.Build(acpi.Config{
-		CPUs:            len(m.vcpus),
-		LocalAPICAddr:   x86.LAPICAddr,
-		IOAPICAddr:      x86.IOAPICAddr,
-		IOAPICID:        uint8(len(m.vcpus)),
-		SCIIRQ:          x86.SCIIRQ,
-		PM1aEventPort:   x86.PM1aEventPort,
-		PM1aControlPort: x86.PM1aControlPort,
-		PMTimerPort:     x86.PMTimerPort,
-		SleepTypeS5:     acpipm.SleepTypeS5,
-		SleepTypeS3:     acpipm.SleepTypeS3,
-		EnableS3:        true,
-		ResetPort:       x86.ResetPort,
-		ResetValue:      x86.ResetValue,
-	}, x86.ACPITablesAddr)
+	m.tables, err = acpi.Build(m.acpiConfig(), x86.ACPITablesAddr)
 	if err != nil {
 		return fmt.Errorf("build ACPI tables: %w", err)
 	}

@@ -119,7 +119,11 @@ func (m *Machine) park() bool {
 func (m *Machine) shouldPark() bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.runstate == StateSuspended || m.runstate == StateWaking
+	switch m.runstate {
+	case StateSuspended, StateWaking, StateSaving, StateSaved:
+		return true
+	}
+	return false
 }
 
 // parkTimeout bounds how long Wake waits for the vCPUs to leave the guest

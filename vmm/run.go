@@ -15,11 +15,15 @@ import (
 // off or resets, the host stops it (ctx cancelled or Stop), or a vCPU fails.
 func (m *Machine) Run(ctx context.Context) (Outcome, error) {
 	m.mu.Lock()
-	if m.runstate != StateCreated {
+	switch m.runstate {
+	case StateCreated:
+		m.setStateLocked(StateRunning)
+	case StateSuspended:
+		// Restored from a state file: the vCPUs start parked until Wake.
+	default:
 		m.mu.Unlock()
-		return OutcomeError, fmt.Errorf("machine is %s, not created", m.runstate)
+		return OutcomeError, fmt.Errorf("machine is %s, neither created nor restored", m.runstate)
 	}
-	m.setStateLocked(StateRunning)
 	m.started = time.Now()
 	m.mu.Unlock()
 

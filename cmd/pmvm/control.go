@@ -130,3 +130,50 @@ func cmdWakeup(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "woken in %s\n", resp.Took.Round(time.Millisecond))
 	return 0
 }
+
+func cmdSave(args []string, stdout, stderr io.Writer) int {
+	var timeout *time.Duration
+	var statePath *string
+	sock, _, ok := controlFlags("save", args, stderr, func(fs *flag.FlagSet) {
+		timeout = fs.Duration("timeout", 60*time.Second, "how long suspending and saving may take")
+		statePath = fs.String("state", "", "write the state file here (required)")
+	})
+	if !ok {
+		return exitUsage
+	}
+	if *statePath == "" {
+		fmt.Fprintln(stderr, "pmvm save: --state FILE is required")
+		return exitUsage
+	}
+	abs, err := filepath.Abs(*statePath)
+	if err != nil {
+		fmt.Fprintln(stderr, "pmvm save:", err)
+		return exitUsage
+	}
+	resp, err := vmm.CallControl(sock, vmm.ControlRequest{Command: "save", State: abs, Timeout: timeout.Milliseconds()})
+	if err != nil {
+		fmt.Fprintln(stderr, "pmvm save:", err)
+		return exitFailure
+	}
+	if !resp.OK {
+		fmt.Fprintln(stderr, "pmvm save:", resp.Error)
+		return exitFailure
+	}
+	tl := resp.Timeline
+	// The VMM exits once it has answered; its control socket goes with it.
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := os.Stat(sock); os.IsNotExist(err) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if tl != nil {
+		if _, err := os.Stat(sock); os.IsNotExist(err) {
+			tl.Mark("pmvm exited")
+		}
+		fmt.Fprint(stdout, tl.String())
+	}
+	fmt.Fprintf(stdout, "saved to %s\n", abs)
+	return 0
+}

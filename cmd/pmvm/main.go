@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -27,17 +28,19 @@ const usage = `pmvm: a KVM virtual machine monitor whose guests survive host ker
 
 usage:
   pmvm run CONFIG.toml [--log-level LEVEL]   run a VM in the foreground until it powers off
+  pmvm run CONFIG.toml --incoming FILE        resume the suspended guest saved in FILE
   pmvm check CONFIG.toml [--json]             can each memory block honour the VM's mode? (0 ok, 1 refused, 2 usage)
   pmvm status NAME [--json]                   runstate, vCPUs, memory, uptime, last transition
   pmvm suspend NAME [--timeout D]             suspend the guest to RAM (ACPI S3) through its agent
   pmvm wakeup NAME                            wake a suspended guest
+  pmvm save NAME --state FILE [--timeout D]   suspend (if running), save the state durably, exit
   pmvm version
 
 NAME finds the control socket /run/pmvm/NAME/control.sock ($PMVM_RUNTIME_DIR
 overrides /run/pmvm; --control PATH names the socket directly).
 
 exit codes of "pmvm run":
-  0  the guest powered off (ACPI S5)
+  0  the guest powered off (ACPI S5), or was saved to a state file
   1  pmvm failed (the message says why)
   2  bad usage or invalid config
   3  the guest asked for a reboot (pmvm does not reboot it: the supervisor decides)
@@ -54,6 +57,9 @@ const (
 )
 
 var version = "dev"
+
+// processStart is when this process began, the first step of a resume timeline.
+var processStart = time.Now()
 
 func main() {
 	os.Exit(runMain(os.Args[1:], os.Stdout, os.Stderr))
@@ -75,6 +81,8 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 		return cmdSuspend(args[1:], stdout, stderr)
 	case "wakeup":
 		return cmdWakeup(args[1:], stdout, stderr)
+	case "save":
+		return cmdSave(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "pmvm", version)
 		return 0
@@ -121,6 +129,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("pmvm run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	logLevel := fs.String("log-level", "info", "log level: trace, debug, info, warn, error")
+	incoming := fs.String("incoming", "", "resume the suspended guest saved in this state file")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return exitUsage
@@ -141,7 +150,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	}
 	log = log.With().Str("vm", cfg.Name).Logger()
 
-	outcome, err := runVM(cfg, log, stdout)
+	outcome, err := runVM(cfg, log, stdout, stderr, *incoming)
 	if err != nil {
 		fmt.Fprintf(stderr, "pmvm run: %v\n", err)
 		if errors.Is(err, pmem.ErrModeRefused) || errors.Is(err, pmem.ErrMisfit) {
@@ -150,7 +159,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	switch outcome {
-	case vmm.OutcomePowerOff:
+	case vmm.OutcomePowerOff, vmm.OutcomeSaved:
 		return exitPowerOff
 	case vmm.OutcomeReset:
 		return exitReboot
@@ -161,7 +170,19 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	}
 }
 
-func runVM(cfg *configs.VM, log zerolog.Logger, stdout io.Writer) (vmm.Outcome, error) {
+func runVM(cfg *configs.VM, log zerolog.Logger, stdout, stderr io.Writer, incomingPath string) (vmm.Outcome, error) {
+	var resume *vmm.Timeline
+	var incoming *vmm.Incoming
+	if incomingPath != "" {
+		// Check the state file, the config and the backings before any
+		// guest memory is mapped: a refusal must leave the guest untouched.
+		resume = vmm.NewTimeline("resume", "process start", processStart)
+		var err error
+		if incoming, err = vmm.CheckIncoming(cfg, incomingPath); err != nil {
+			return vmm.OutcomeError, err
+		}
+		resume.Mark("state file and backings checked")
+	}
 	console, closeConsole, err := openConsole(cfg.Console, stdout)
 	if err != nil {
 		return vmm.OutcomeError, err
@@ -179,8 +200,16 @@ func runVM(cfg *configs.VM, log zerolog.Logger, stdout io.Writer) (vmm.Outcome, 
 		return vmm.OutcomeError, err
 	}
 	defer m.Close()
-	if err := m.Boot(); err != nil {
-		return vmm.OutcomeError, err
+	if incoming == nil {
+		if err := m.Boot(); err != nil {
+			return vmm.OutcomeError, err
+		}
+	} else {
+		resume.Mark("memory mapped")
+		if err := m.Restore(incoming); err != nil {
+			return vmm.OutcomeError, err
+		}
+		resume.Mark("state loaded")
 	}
 	line := agentLine{agent}
 	m.OnWake(func(why string) {
@@ -198,6 +227,9 @@ func runVM(cfg *configs.VM, log zerolog.Logger, stdout io.Writer) (vmm.Outcome, 
 			st := m.Status()
 			return vmm.ControlResponse{OK: true, Status: &st}
 		},
+		"save": func(ctx context.Context, req vmm.ControlRequest) vmm.ControlResponse {
+			return save(ctx, m, line, log, req.State)
+		},
 	})
 	if err != nil {
 		return vmm.OutcomeError, fmt.Errorf("control socket: %w", err)
@@ -206,7 +238,18 @@ func runVM(cfg *configs.VM, log zerolog.Logger, stdout io.Writer) (vmm.Outcome, 
 
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer cancel()
-	log.Info().Int("vcpus", cfg.VCPUs).Str("memory", configs.FormatSize(cfg.TotalMemory())).Msg("starting guest")
+	if incoming != nil {
+		go func() {
+			if err := m.Wake("resume from " + incomingPath); err != nil {
+				log.Error().Err(err).Msg("resume failed")
+				return
+			}
+			resume.Mark("vCPUs running")
+			fmt.Fprint(stderr, resume.String())
+			resume.Log(log)
+		}()
+	}
+	log.Info().Int("vcpus", cfg.VCPUs).Str("memory", configs.FormatSize(cfg.TotalMemory())).Bool("resume", incoming != nil).Msg("starting guest")
 	outcome, err := m.Run(ctx)
 	if err != nil {
 		return outcome, err
@@ -215,6 +258,31 @@ func runVM(cfg *configs.VM, log zerolog.Logger, stdout io.Writer) (vmm.Outcome, 
 		return outcome, errors.New("machine failed")
 	}
 	return outcome, nil
+}
+
+// save suspends the guest through its agent if it is running, writes its
+// state file durably and ends this process once the answer is sent.
+func save(ctx context.Context, m *vmm.Machine, line agentLine, log zerolog.Logger, path string) vmm.ControlResponse {
+	if path == "" {
+		return vmm.ControlResponse{Error: "save needs a state file path (pmvm save NAME --state FILE)"}
+	}
+	if !filepath.IsAbs(path) {
+		return vmm.ControlResponse{Error: fmt.Sprintf("state file path %q must be absolute: pmvm runs in its own directory", path)}
+	}
+	tl := vmm.NewTimeline("save", "save requested", time.Now())
+	if m.RunState() == vmm.StateRunning {
+		if _, err := guestpm.Suspend(ctx, agentMachine{m}, line, log); err != nil {
+			return vmm.ControlResponse{Error: err.Error(), Timeline: tl}
+		}
+		tl.Mark("guest in S3")
+	}
+	if err := m.SaveState(path, version); err != nil {
+		return vmm.ControlResponse{Error: err.Error(), Timeline: tl}
+	}
+	tl.Mark("state durable")
+	tl.Log(log)
+	st := m.Status()
+	return vmm.ControlResponse{OK: true, Status: &st, Timeline: tl, After: m.Finish}
 }
 
 // setTimeBudget bounds how long pmvm keeps trying to set the guest clock

@@ -1,0 +1,148 @@
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pmvm/pmvm/vmm"
+	"github.com/pmvm/pmvm/vmm/acpi"
+	"github.com/pmvm/pmvm/vmm/x86"
+)
+
+const wakeVector = 0x30000 // real-mode resume code, CS=0x3000 IP=0
+
+// suspendingKernel is a tiny guest that plays the OS's part of S3: it sets
+// the FACS waking vector, leaves a marker in RAM, prints 'S' and enters S3.
+func suspendingKernel(t *testing.T, dir string) string {
+	tables, err := acpi.Build(vmm.ACPIConfig(1), x86.ACPITablesAddr)
+	require.NoError(t, err)
+	vecAddr := uint32(tables.FACS + acpi.FACSFirmwareWakingVectorOffset)
+	code := []byte{0xc7, 0x04, 0x25}
+	code = binary.LittleEndian.AppendUint32(code, vecAddr)
+	code = binary.LittleEndian.AppendUint32(code, wakeVector) // mov dword [FACS+12], 0x30000
+	code = append(code,
+		0xc6, 0x04, 0x25, 0x00, 0x00, 0x04, 0x00, 'M', // mov byte [0x40000], 'M'
+		0x66, 0xba, 0xf8, 0x03, 0xb0, 'S', 0xee, // out 'S' to COM1
+		0x66, 0xb8, 0x00, 0x2c, // mov ax, SLP_TYP=3|SLP_EN
+		0x66, 0xba, 0x04, 0x06, 0x66, 0xef, // out to PM1a_CNT
+		0xeb, 0xfe)
+	return tinyKernel(t, dir, code)
+}
+
+// resumeCode runs at the waking vector: it prints 'W', the marker byte left
+// in RAM before the save, and PM1_STS's high byte (WAK_STS = 0x80), then
+// powers off.
+var resumeCode = []byte{
+	0xba, 0xf8, 0x03, 0xb0, 'W', 0xee, // out 'W'
+	0xb8, 0x00, 0x40, 0x8e, 0xd8, // mov ax, 0x4000; mov ds, ax
+	0xa0, 0x00, 0x00, 0xee, // mov al, [0]; out (the marker)
+	0xba, 0x00, 0x06, 0xed, 0x88, 0xe0, // in ax, PM1_STS; mov al, ah
+	0xba, 0xf8, 0x03, 0xee, // out
+	0xba, 0x04, 0x06, 0xb8, 0x00, 0x34, 0xef, // S5
+	0xeb, 0xfe,
+}
+
+func shmBacking(t *testing.T) string {
+	path := fmt.Sprintf("/dev/shm/pmvm-test-%d-%s", os.Getpid(), strings.ReplaceAll(t.Name(), "/", "_"))
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	require.NoError(t, err, "/dev/shm must be a writable tmpfs")
+	t.Cleanup(func() { os.Remove(path) })
+	require.NoError(t, f.Truncate(64<<20))
+	_, err = f.WriteAt(resumeCode, wakeVector)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	return path
+}
+
+func rebootModeConfig(t *testing.T, dir, kernel, backing string, vcpus int) string {
+	cfg := fmt.Sprintf(`name = "tiny"
+vcpus = %d
+mode = "reboot"
+[boot]
+kernel = %q
+[[memory]]
+name = "ram0"
+size = "64MiB"
+backing = %q
+shared = true
+preserved_across_kexec = true
+[console]
+output = "stdout"
+[agent]
+socket = %q
+[control]
+socket = %q
+`, vcpus, kernel, backing, filepath.Join(dir, "agent.sock"), filepath.Join(dir, "control.sock"))
+	path := filepath.Join(dir, fmt.Sprintf("vm%d.toml", vcpus))
+	require.NoError(t, os.WriteFile(path, []byte(cfg), 0o644))
+	return path
+}
+
+func fileSum(t *testing.T, path string) [32]byte {
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	return sha256.Sum256(b)
+}
+
+// TestSaveAndResumeInANewMachine proves reboot mode end to end on /dev/kvm
+// with a tiny guest on a shared-memory backing: the guest suspends itself,
+// pmvm save writes the state file and the first pmvm exits 0; a second pmvm
+// run --incoming with the same config checks the file, maps the same memory,
+// restores the devices and wakes the guest at its waking vector, where it
+// finds the marker it left in RAM and sees WAK_STS. A config that no longer
+// matches (vcpus changed) is refused field by field and the guest's memory
+// is byte-for-byte untouched by the refusal.
+func TestSaveAndResumeInANewMachine(t *testing.T) {
+	dir := t.TempDir()
+	backing := shmBacking(t)
+	cfg := rebootModeConfig(t, dir, suspendingKernel(t, dir), backing, 1)
+	ctl := filepath.Join(dir, "control.sock")
+
+	var out1, err1 bytes.Buffer
+	exited := make(chan int, 1)
+	go func() { exited <- runMain([]string{"run", cfg, "--log-level", "warn"}, &out1, &err1) }()
+	require.Eventually(t, func() bool {
+		var o, e bytes.Buffer
+		return cmdStatus([]string{"tiny", "--control", ctl}, &o, &e) == 0 && strings.Contains(o.String(), "suspended")
+	}, 10*time.Second, 10*time.Millisecond, "the guest suspends itself")
+
+	statePath := filepath.Join(dir, "tiny.state")
+	var so, se bytes.Buffer
+	require.Equal(t, 0, cmdSave([]string{"tiny", "--control", ctl, "--state", statePath}, &so, &se), se.String())
+	assert.Contains(t, so.String(), "state durable")
+	assert.Contains(t, so.String(), "pmvm exited")
+	select {
+	case code := <-exited:
+		require.Equal(t, exitPowerOff, code, err1.String())
+	case <-time.After(10 * time.Second):
+		t.Fatal("pmvm did not exit after save")
+	}
+	assert.Equal(t, "S", out1.String())
+	assert.FileExists(t, statePath)
+
+	// A config that is not the saved machine is refused, and the refusal
+	// does not touch guest memory.
+	before := fileSum(t, backing)
+	wrong := rebootModeConfig(t, dir, filepath.Join(dir, "bzImage"), backing, 2)
+	var wo, we bytes.Buffer
+	assert.Equal(t, exitFailure, runMain([]string{"run", wrong, "--incoming", statePath, "--log-level", "error"}, &wo, &we))
+	assert.Contains(t, we.String(), "vcpus: saved machine has 1, config has 2")
+	assert.Contains(t, we.String(), "untouched")
+	assert.Equal(t, before, fileSum(t, backing), "guest memory unchanged by a refused resume")
+
+	var out2, err2 bytes.Buffer
+	code := runMain([]string{"run", cfg, "--incoming", statePath, "--log-level", "warn"}, &out2, &err2)
+	require.Equal(t, exitPowerOff, code, err2.String())
+	assert.Equal(t, "WM\x80", out2.String(), "resumed at the vector, memory intact, WAK_STS set")
+	assert.Contains(t, err2.String(), "vCPUs running")
+}

@@ -1,0 +1,258 @@
+package vmm
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/pmvm/pmvm/configs"
+	"github.com/pmvm/pmvm/pmem"
+	"github.com/pmvm/pmvm/state"
+	"github.com/pmvm/pmvm/vmm/acpi"
+	"github.com/pmvm/pmvm/vmm/devices/acpipm"
+	"github.com/pmvm/pmvm/vmm/devices/cmos"
+	"github.com/pmvm/pmvm/vmm/devices/i8042"
+	"github.com/pmvm/pmvm/vmm/devices/uart"
+	"github.com/pmvm/pmvm/vmm/x86"
+)
+
+// Platform names the machine model pmvm builds (layout, devices, ports). A
+// state file saved on another platform is refused.
+const Platform = "pmvm-pc/1"
+
+// Section names and versions. Names come from the machine's topology, never
+// from creation order, so a renumbered device cannot load another's state.
+const (
+	secMachine = "machine"
+	secClock   = "clock"
+	secCOM1    = "uart@0x3f8"
+	secCOM2    = "uart@0x2f8"
+	secCMOS    = "cmos@0x70"
+	secI8042   = "i8042@0x60"
+	secPM      = "acpi-pm@0x600"
+
+	recordVersion = 1
+)
+
+func memorySection(name string) string { return "memory/" + name }
+
+// machineRecord describes the saved machine as a whole.
+type machineRecord struct {
+	Platform string              `json:"platform"`
+	Spec     configs.MachineSpec `json:"spec"`
+	RAM      []x86.RAMRange      `json:"ram"`
+	RSDP     uint64              `json:"rsdp"`
+	FACS     uint64              `json:"facs"`
+	RunState RunState            `json:"runstate"`
+}
+
+// clockRecord is the guest's kvmclock and the host's wall time at the same
+// moment: a resume advances the clock by the wall time that passed.
+type clockRecord struct {
+	KVMClockNs   uint64 `json:"kvmclock_ns"`
+	HostUnixNano int64  `json:"host_unix_ns"`
+}
+
+// SaveState writes the suspended machine's state to path (atomically and
+// durably) and leaves the machine in StateSaving; the caller then stops it
+// with Finish. Only a suspended guest can be saved: its RAM is left where it
+// is and its devices are quiescent.
+func (m *Machine) SaveState(path, version string) error {
+	if m.cfg.RunMode() != configs.ModeReboot {
+		return fmt.Errorf("VM %q is in mode %q: only mode \"reboot\" VMs are saved to a state file", m.cfg.Name, m.cfg.RunMode())
+	}
+	m.mu.Lock()
+	if m.runstate != StateSuspended {
+		st := m.runstate
+		m.mu.Unlock()
+		return fmt.Errorf("the guest is %s: only a suspended guest can be saved (pmvm suspend first)", st)
+	}
+	m.setStateLocked(StateSaving)
+	m.mu.Unlock()
+
+	err := m.writeState(path, version)
+	m.mu.Lock()
+	if err != nil {
+		m.setStateLocked(StateSuspended)
+	} else {
+		m.setStateLocked(StateSaved)
+	}
+	m.mu.Unlock()
+	return err
+}
+
+func (m *Machine) writeState(path, version string) error {
+	f := &state.File{Header: state.Header{
+		Created:           time.Now(),
+		PMVMVersion:       version,
+		VMName:            m.cfg.Name,
+		Mode:              state.ModeReboot,
+		ConfigFingerprint: m.cfg.Machine().Fingerprint(),
+	}}
+	add := func(name string, v any) error { return f.AddJSON(name, recordVersion, v) }
+	clk, err := m.vm.Clock()
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	errs := []error{
+		add(secMachine, machineRecord{Platform: Platform, Spec: m.cfg.Machine(), RAM: m.ram,
+			RSDP: m.tables.RSDP, FACS: m.tables.FACS, RunState: StateSuspended}),
+		add(secClock, clockRecord{KVMClockNs: clk.Clock, HostUnixNano: now.UnixNano()}),
+		add(secCOM1, m.com1.State()),
+		add(secCOM2, m.com2.State()),
+		add(secCMOS, m.rtc.State()),
+		add(secI8042, m.kbd.State()),
+		add(secPM, m.pm.State()),
+	}
+	for i, r := range m.regions {
+		errs = append(errs, add(memorySection(m.cfg.Memory[i].Name), r.Identity()))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("build state: %w", err)
+	}
+	if err := state.WriteFile(path, f); err != nil {
+		return fmt.Errorf("write state file: %w", err)
+	}
+	return nil
+}
+
+// Finish stops a saved machine: its guest lives on in memory and the state file.
+func (m *Machine) Finish() { m.stop(OutcomeSaved, nil, "guest saved to its state file") }
+
+// Incoming is a state file that matched a config. It is checked before any
+// guest memory is mapped, so a refusal never touches the guest.
+type Incoming struct {
+	Path string
+	file *state.File
+	rec  machineRecord
+}
+
+// CheckIncoming reads the state file at path and checks it against cfg: the
+// file itself, the VM it belongs to, the machine-defining config fields
+// (explained one by one) and the identity of every memory backing.
+func CheckIncoming(cfg *configs.VM, path string) (*Incoming, error) {
+	f, err := state.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	refuse := func(format string, a ...any) error {
+		return fmt.Errorf("%s cannot resume VM %q: %s; nothing was mapped, the guest's memory is untouched", path, cfg.Name, fmt.Sprintf(format, a...))
+	}
+	if f.Header.Mode != state.ModeReboot {
+		return nil, refuse("it was saved in mode %q; this pmvm resumes mode \"reboot\" files", f.Header.Mode)
+	}
+	if f.Header.VMName != cfg.Name {
+		return nil, refuse("it holds VM %q", f.Header.VMName)
+	}
+	sec, err := f.Need(secMachine, recordVersion)
+	if err != nil {
+		return nil, err
+	}
+	var rec machineRecord
+	if err := sec.DecodeJSON(&rec); err != nil {
+		return nil, err
+	}
+	if rec.Platform != Platform {
+		return nil, refuse("it was saved on platform %q, this pmvm builds %q", rec.Platform, Platform)
+	}
+	if diff := rec.Spec.Diff(cfg.Machine()); len(diff) > 0 {
+		return nil, refuse("the config does not describe the saved machine:\n  %s", strings.Join(diff, "\n  "))
+	}
+	if f.Header.ConfigFingerprint != rec.Spec.Fingerprint() {
+		return nil, refuse("its header fingerprint does not match its machine record: the file was not written by pmvm")
+	}
+	if rec.RunState != StateSuspended {
+		return nil, refuse("the guest was saved %s, not suspended", rec.RunState)
+	}
+	for _, spec := range MemorySpecs(cfg) {
+		s, err := f.Need(memorySection(spec.Name), recordVersion)
+		if err != nil {
+			return nil, err
+		}
+		var saved pmem.Identity
+		if err := s.DecodeJSON(&saved); err != nil {
+			return nil, err
+		}
+		b, err := pmem.Probe(spec)
+		if err != nil {
+			return nil, refuse("memory block %q: %v", spec.Name, err)
+		}
+		if !b.Exists {
+			return nil, refuse("memory block %q: %s does not exist; the guest's memory is not there", spec.Name, spec.Backing)
+		}
+		if diff := saved.SameMemory(b.Identity); len(diff) > 0 {
+			return nil, refuse("memory block %q on %s is not the memory the guest was saved in:\n  %s", spec.Name, spec.Backing, strings.Join(diff, "\n  "))
+		}
+	}
+	return &Incoming{Path: path, file: f, rec: rec}, nil
+}
+
+// Restore loads an incoming state into a machine built by New (instead of
+// Boot): devices, clock and the ACPI table addresses. Nothing is written to
+// guest memory: the tables, the kernel and the guest are already there. The
+// machine is left suspended; Run starts its vCPUs parked and Wake resumes it.
+func (m *Machine) Restore(in *Incoming) error {
+	m.mu.Lock()
+	if m.runstate != StateCreated {
+		st := m.runstate
+		m.mu.Unlock()
+		return fmt.Errorf("cannot restore into a machine that is %s", st)
+	}
+	m.mu.Unlock()
+
+	// Rebuild the tables only to learn where they are (Build is
+	// deterministic); copying them would erase the guest's waking vector.
+	tables, err := acpi.Build(m.acpiConfig(), x86.ACPITablesAddr)
+	if err != nil {
+		return err
+	}
+	if tables.FACS != in.rec.FACS || tables.RSDP != in.rec.RSDP {
+		return fmt.Errorf("ACPI tables would move (FACS %#x, saved at %#x): the guest could not find its waking vector", tables.FACS, in.rec.FACS)
+	}
+	m.tables = tables
+
+	var (
+		com1, com2 uart.State
+		rtc        cmos.State
+		kbd        i8042.State
+		pm         acpipm.State
+		clk        clockRecord
+	)
+	for _, r := range []struct {
+		name string
+		v    any
+	}{{secCOM1, &com1}, {secCOM2, &com2}, {secCMOS, &rtc}, {secI8042, &kbd}, {secPM, &pm}, {secClock, &clk}} {
+		s, err := in.file.Need(r.name, recordVersion)
+		if err != nil {
+			return err
+		}
+		if err := s.DecodeJSON(r.v); err != nil {
+			return err
+		}
+	}
+	if err := errors.Join(m.com1.SetState(com1), m.com2.SetState(com2), m.rtc.SetState(rtc),
+		m.kbd.SetState(kbd), m.pm.SetState(pm)); err != nil {
+		return fmt.Errorf("restore devices: %w", err)
+	}
+	// The guest slept for as long as the host took: kvmclock moves on by
+	// the wall time since the save, never backwards.
+	elapsed := time.Now().UnixNano() - clk.HostUnixNano
+	if elapsed < 0 {
+		elapsed = 0
+	}
+	c, err := m.vm.Clock()
+	if err != nil {
+		return err
+	}
+	c.Clock, c.Flags = clk.KVMClockNs+uint64(elapsed), 0
+	if err := m.vm.SetClock(c); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.setStateLocked(StateSuspended)
+	m.mu.Unlock()
+	m.log.Info().Str("state", in.Path).Dur("asleep", time.Duration(elapsed)).Msg("state restored; guest is suspended")
+	return nil
+}
