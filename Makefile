@@ -39,7 +39,9 @@ demo: deps
 fuzz:
 	$(GO) test ./vmm/devices/uart -run '^$$' -fuzz FuzzUARTRegisters -fuzztime 30s
 	$(GO) test ./vmm/devices/acpipm -run '^$$' -fuzz FuzzPM1Registers -fuzztime 30s
-	$(GO) test ./configs -run '^$$' -fuzz FuzzDecode -fuzztime 30s
+	$(GO) test ./configs -run '^$$' -fuzz FuzzDecode -fuzztime 30s -fuzzminimizetime 100x
+	$(GO) test ./state -run '^$$' -fuzz FuzzDecode -fuzztime 30s -fuzzminimizetime 100x
+	$(GO) test ./guestpm -run '^$$' -fuzz FuzzReplyParser -fuzztime 30s -fuzzminimizetime 100x
 
 clean:
 	rm -rf bin

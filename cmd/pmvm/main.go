@@ -34,6 +34,7 @@ usage:
   pmvm suspend NAME [--timeout D]             suspend the guest to RAM (ACPI S3) through its agent
   pmvm wakeup NAME                            wake a suspended guest
   pmvm save NAME --state FILE [--timeout D]   suspend (if running), save the state durably, exit
+  pmvm state inspect FILE [--json]            show a state file's header and every section
   pmvm version
 
 NAME finds the control socket /run/pmvm/NAME/control.sock ($PMVM_RUNTIME_DIR
@@ -83,6 +84,8 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 		return cmdWakeup(args[1:], stdout, stderr)
 	case "save":
 		return cmdSave(args[1:], stdout, stderr)
+	case "state":
+		return cmdState(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "pmvm", version)
 		return 0

@@ -130,6 +130,12 @@ func TestSaveAndResumeInANewMachine(t *testing.T) {
 	assert.Equal(t, "S", out1.String())
 	assert.FileExists(t, statePath)
 
+	var io, ie bytes.Buffer
+	require.Equal(t, 0, cmdState([]string{"inspect", statePath}, &io, &ie), ie.String())
+	for _, sec := range []string{"machine", "clock", "memory/ram0", "uart@0x3f8", "uart@0x2f8", "cmos@0x70", "i8042@0x60", "acpi-pm@0x600"} {
+		assert.Contains(t, io.String(), sec, "pmvm state inspect shows every section")
+	}
+
 	// A config that is not the saved machine is refused, and the refusal
 	// does not touch guest memory.
 	before := fileSum(t, backing)
