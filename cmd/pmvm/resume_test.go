@@ -52,8 +52,8 @@ var resumeCode = []byte{
 	0xeb, 0xfe,
 }
 
-func shmBacking(t *testing.T) string {
-	path := fmt.Sprintf("/dev/shm/pmvm-test-%d-%s", os.Getpid(), strings.ReplaceAll(t.Name(), "/", "_"))
+func shmBacking(t *testing.T, suffix string) string {
+	path := fmt.Sprintf("/dev/shm/pmvm-test-%d-%s%s", os.Getpid(), strings.ReplaceAll(t.Name(), "/", "_"), suffix)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	require.NoError(t, err, "/dev/shm must be a writable tmpfs")
 	t.Cleanup(func() { os.Remove(path) })
@@ -104,7 +104,7 @@ func fileSum(t *testing.T, path string) [32]byte {
 // is byte-for-byte untouched by the refusal.
 func TestSaveAndResumeInANewMachine(t *testing.T) {
 	dir := t.TempDir()
-	backing := shmBacking(t)
+	backing := shmBacking(t, "")
 	cfg := rebootModeConfig(t, dir, suspendingKernel(t, dir), backing, 1)
 	ctl := filepath.Join(dir, "control.sock")
 
@@ -151,4 +151,83 @@ func TestSaveAndResumeInANewMachine(t *testing.T) {
 	require.Equal(t, exitPowerOff, code, err2.String())
 	assert.Equal(t, "WM\x80", out2.String(), "resumed at the vector, memory intact, WAK_STS set")
 	assert.Contains(t, err2.String(), "vCPUs running")
+}
+
+// savedGuest runs the suspending tiny guest and saves it; it returns the
+// config, the backing and the state file.
+func savedGuest(t *testing.T) (dir, cfg, backing, statePath string) {
+	dir = t.TempDir()
+	backing = shmBacking(t, "")
+	cfg = rebootModeConfig(t, dir, suspendingKernel(t, dir), backing, 1)
+	ctl := filepath.Join(dir, "control.sock")
+	exited := make(chan int, 1)
+	go func() {
+		var o, e bytes.Buffer
+		exited <- runMain([]string{"run", cfg, "--log-level", "error"}, &o, &e)
+	}()
+	require.Eventually(t, func() bool {
+		var o, e bytes.Buffer
+		return cmdStatus([]string{"tiny", "--control", ctl}, &o, &e) == 0 && strings.Contains(o.String(), "suspended")
+	}, 10*time.Second, 10*time.Millisecond)
+	statePath = filepath.Join(dir, "tiny.state")
+	var so, se bytes.Buffer
+	require.Equal(t, 0, cmdSave([]string{"tiny", "--control", ctl, "--state", statePath}, &so, &se), se.String())
+	require.Equal(t, exitPowerOff, <-exited)
+	return dir, cfg, backing, statePath
+}
+
+// TestResumeRefusals proves each bad resume is refused with a message that
+// says what is wrong, before guest memory is mapped: the guest's memory is
+// byte-for-byte the same afterwards, and a correct resume still works.
+func TestResumeRefusals(t *testing.T) {
+	dir, cfg, backing, statePath := savedGuest(t)
+	good, err := os.ReadFile(statePath)
+	require.NoError(t, err)
+	before := fileSum(t, backing)
+
+	writeState := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(p, b, 0o600))
+		return p
+	}
+	corrupt := append([]byte(nil), good...)
+	corrupt[len(corrupt)/2] ^= 0x40
+	newer := append([]byte(nil), good...)
+	newer[8] = 9 // format major 9
+	otherBacking := shmBacking(t, "-other")
+
+	otherName := strings.Replace(readFile(t, cfg), `name = "tiny"`, `name = "other"`, 1)
+	otherCfg := writeState("other.toml", []byte(otherName))
+	movedCfg := writeState("moved.toml", []byte(strings.Replace(readFile(t, cfg), backing, otherBacking, 1)))
+
+	for _, c := range []struct {
+		name, cfg, state, want string
+	}{
+		{"truncated", cfg, writeState("trunc.state", good[:len(good)-10]), "truncated"},
+		{"corrupted", cfg, writeState("corrupt.state", corrupt), "checksum"},
+		{"newer format", cfg, writeState("newer.state", newer), "newer than this pmvm"},
+		{"not a state file", cfg, cfg, "not a pmvm state file"},
+		{"missing", cfg, filepath.Join(dir, "nope.state"), "no such file"},
+		{"other VM", otherCfg, statePath, `it holds VM "tiny"`},
+		{"different backing", movedCfg, statePath, "not the memory the guest was saved in"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var o, e bytes.Buffer
+			code := runMain([]string{"run", c.cfg, "--incoming", c.state, "--log-level", "error"}, &o, &e)
+			assert.Equal(t, exitFailure, code)
+			assert.Contains(t, e.String(), c.want)
+			assert.Empty(t, o.String(), "the guest never ran")
+		})
+	}
+	assert.Equal(t, before, fileSum(t, backing), "no refusal touched guest memory")
+
+	var o, e bytes.Buffer
+	require.Equal(t, exitPowerOff, runMain([]string{"run", cfg, "--incoming", statePath, "--log-level", "error"}, &o, &e), e.String())
+	assert.Equal(t, "WM\x80", o.String())
+}
+
+func readFile(t *testing.T, p string) string {
+	b, err := os.ReadFile(p)
+	require.NoError(t, err)
+	return string(b)
 }
