@@ -36,6 +36,19 @@ lab: deps
 demo: deps
 	$(GO) run ./qa/cmd/labdemo
 
+# bench: save and resume latency of a suspended tiny guest on this host's
+# /dev/kvm at 256 MiB, 1 GiB and 4 GiB of /dev/shm RAM, pmvm beside QEMU 7.2
+# (x-ignore-shared) in the same run, then a side-by-side table. Raw output
+# in bin/bench.txt. What each number times: qa/bench/doc.go.
+BENCH_FLAGS ?= -benchtime 10x -count 3 -timeout 30m
+bench: deps
+	@mkdir -p bin
+	@{ $(GO) test -run '^$$' -bench . $(BENCH_FLAGS) ./qa/bench 2>&1; echo $$? > bin/bench.rc; } | tee bin/bench.txt
+	@rc=$$(cat bin/bench.rc); rm -f bin/bench.rc; \
+	if [ "$$rc" != 0 ]; then echo "make bench: the benchmarks failed (exit $$rc), see above"; exit 1; fi
+	@echo
+	$(GO) run ./qa/bench/report bin/bench.txt
+
 fuzz:
 	$(GO) test ./vmm/devices/uart -run '^$$' -fuzz FuzzUARTRegisters -fuzztime 30s
 	$(GO) test ./vmm/devices/acpipm -run '^$$' -fuzz FuzzPM1Registers -fuzztime 30s

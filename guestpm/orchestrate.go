@@ -22,7 +22,8 @@ type Machine interface {
 
 // Line hands out the agent's serial line for the length of one operation.
 type Line interface {
-	Borrow() (conn io.ReadWriteCloser, release func(), err error)
+	// Borrow waits (up to ctx) for the line to be free and takes it.
+	Borrow(ctx context.Context) (conn io.ReadWriteCloser, release func(), err error)
 }
 
 // Suspend asks the guest agent to suspend the guest to RAM and waits until
@@ -35,7 +36,7 @@ func Suspend(ctx context.Context, m Machine, line Line, log zerolog.Logger) (tim
 	if st := m.RunState(); st != "running" {
 		return 0, fmt.Errorf("the guest is %s, not running: nothing to suspend", st)
 	}
-	conn, release, err := line.Borrow()
+	conn, release, err := line.Borrow(ctx)
 	if err != nil {
 		return 0, err
 	}
@@ -70,12 +71,17 @@ func Suspend(ctx context.Context, m Machine, line Line, log zerolog.Logger) (tim
 func SetTimeAfterWake(ctx context.Context, line Line, log zerolog.Logger) error {
 	var last error
 	for ctx.Err() == nil {
-		conn, release, err := line.Borrow()
+		conn, release, err := line.Borrow(ctx)
 		if err != nil {
 			last = err
 		} else {
 			c := New(conn, Options{Log: log, Timeout: 2 * time.Second})
-			err = c.SetTime(ctx, time.Now())
+			// Sync first, so the time is read just before it is sent: a
+			// stale time would put the guest clock behind by the handshake.
+			err = c.Sync(ctx)
+			if err == nil {
+				err = c.SetTime(ctx, time.Now())
+			}
 			c.Close()
 			release()
 			if err == nil {

@@ -136,7 +136,7 @@ func New(cfg *configs.VM, opt Options) (_ *Machine, err error) {
 	specs := MemorySpecs(cfg)
 	// Refuse the whole VM, naming every block that cannot honour its mode,
 	// before anything is mapped.
-	if _, err := pmem.Check(specs...); err != nil {
+	if err := pmem.Verdicts(specs...); err != nil {
 		return nil, err
 	}
 	for _, spec := range specs {

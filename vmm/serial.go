@@ -1,6 +1,7 @@
 package vmm
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -124,15 +125,23 @@ func (s *SerialPort) feed(c net.Conn, u *uart.UART) {
 }
 
 // Borrow gives pmvm itself the line (for the guest agent client): any socket
-// client is disconnected and new ones are turned away until release.
-func (s *SerialPort) Borrow() (conn net.Conn, release func(), err error) {
+// client is disconnected and new ones are turned away until release. If
+// another operation holds the line, Borrow waits for it until ctx ends.
+func (s *SerialPort) Borrow(ctx context.Context) (conn net.Conn, release func(), err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.uart == nil {
 		return nil, nil, fmt.Errorf("serial line is not attached to a UART")
 	}
-	if s.borrowed {
-		return nil, nil, fmt.Errorf("the agent line is busy with another operation")
+	for s.borrowed {
+		s.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			s.mu.Lock()
+			return nil, nil, fmt.Errorf("the agent line stayed busy with another operation: %w", ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+		s.mu.Lock()
 	}
 	if s.conn != nil {
 		s.conn.Close()

@@ -295,7 +295,9 @@ const setTimeBudget = 60 * time.Second
 // agentLine lends the COM2 socket bridge to guestpm.
 type agentLine struct{ p *vmm.SerialPort }
 
-func (l agentLine) Borrow() (io.ReadWriteCloser, func(), error) { return l.p.Borrow() }
+func (l agentLine) Borrow(ctx context.Context) (io.ReadWriteCloser, func(), error) {
+	return l.p.Borrow(ctx)
+}
 
 // agentMachine shows guestpm the machine's runstate.
 type agentMachine struct{ m *vmm.Machine }

@@ -6,6 +6,21 @@
 // under <repo>/.cache (or $PMVM_CACHE): .deb files, their extracted trees, the
 // vmlinux ELF, cpio images, the static pmvm binary and console logs. A warm
 // cache does no network I/O.
+//
+// Where things are:
+//   - debian.go, kernel.go, vmlinux.go, cpio.go: packages, kernels and
+//     modules, the PVH vmlinux, initramfs images;
+//   - dynamic.go: Debian's dynamic programs (qemu-ga, ndctl, daxctl) with
+//     the libraries ldd lists;
+//   - images.go, standard.go: the guest (L2) and lab host (L1) images and
+//     the standard labs (boot, device-dax, S3);
+//   - guestinit.go: guest /init scripts (reports, qemu-ga, the pattern
+//     daemon, the resume loop); the guest programs are in qa/guestbin;
+//   - scenario.go: /lab/lib.sh (pmvm in the background, wait_for, run_cmd,
+//     dax_setup) and the lab host scripts of the tests;
+//   - qemu.go: running QEMU with timeouts and console matching;
+//     qga.go: guest agent and QMP clients for plain-QEMU runs;
+//   - check.go: following a scenario's transcript and judging it.
 package lab
 
 import (

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 )
 
@@ -43,9 +44,11 @@ poweroff -f
 
 // GuestSpec describes a guest (L2) initrd.
 type GuestSpec struct {
-	Name  string             // image file name in <cache>/images (default "guest")
-	Init  string             // /init script (default GuestInit)
-	Extra func(*Image) error // adds more files (guest programs, data)
+	Name    string             // image file name in <cache>/images (default "guest")
+	Init    string             // /init script (default GuestInit; see guestinit.go for builders)
+	Agent   bool               // add Debian's qemu-ga (/usr/sbin/qemu-ga) with its libraries
+	Pattern bool               // add /bin/pattern (static, from qa/guestbin/pattern)
+	Extra   func(*Image) error // adds more files (guest programs, data)
 }
 
 // GuestImage is a bootable guest: kernel + initrd.
@@ -93,6 +96,19 @@ func (l *Lab) Guest(k *Kernel, spec GuestSpec) (*GuestImage, error) {
 	if err != nil {
 		return nil, err
 	}
+	im.Dir("var/run", 0o755)
+	if spec.Agent {
+		if _, err := l.AddDynamic(im, GuestAgentPackage, "usr/sbin/qemu-ga"); err != nil {
+			return nil, err
+		}
+	}
+	if spec.Pattern {
+		bin, err := l.BuildStatic("./qa/guestbin/pattern", "pattern")
+		if err != nil {
+			return nil, err
+		}
+		im.HostFile(strings.TrimPrefix(GuestPattern, "/"), bin, 0o755)
+	}
 	if spec.Extra != nil {
 		if err := spec.Extra(im); err != nil {
 			return nil, err
@@ -108,8 +124,19 @@ func (l *Lab) Guest(k *Kernel, spec GuestSpec) (*GuestImage, error) {
 	return &GuestImage{Kernel: k, BzImage: k.BzImage, Initrd: out}, nil
 }
 
+// In-image paths of the lab's own programs.
+const (
+	GuestPattern = "/bin/pattern" // in the guest
+	LabDaxpeek   = "/bin/daxpeek" // in the lab host
+	LabLib       = "/lab/lib.sh"  // in the lab host: ScenarioLib
+)
+
 // DefaultHostModules are loaded in L1 (with their dependencies) to get /dev/kvm.
 var DefaultHostModules = []string{"irqbypass", "ccp", "kvm", "kvm-amd"}
+
+// DaxModules turn the memmap= reservation into /dev/pmem0 and let ndctl
+// make it a device-dax namespace (LAB.md), in load order.
+var DaxModules = []string{"libnvdimm", "nd_e820", "nd_btt", "nd_pmem", "dax_pmem", "device_dax"}
 
 // HostSpec describes the lab host (L1) initrd.
 type HostSpec struct {
@@ -120,8 +147,14 @@ type HostSpec struct {
 	Pmvm         string            // host path of the static pmvm binary, placed at /bin/pmvm ("" = none)
 	Guest        *GuestImage       // placed at /lab/guest/vmlinuz and /lab/guest/initrd.cpio
 	GuestConfig  *VMConfig         // written to /lab/guest.toml; its RunDir is created
-	Scenario     string            // shell run by /init after "PMVM-LAB kvm-ready"
-	Extra        func(*Image) error
+	Scenario     string            // shell run by /init after "PMVM-LAB kvm-ready"; may ". /lab/lib.sh" (ScenarioLib)
+	// Configs are more VM configs, written to /lab/<key>.toml (their
+	// RunDirs are created too).
+	Configs map[string]*VMConfig
+	// Dax adds DaxModules, ndctl, daxctl and /bin/daxpeek; the scenario
+	// calls dax_setup (ScenarioLib) to make /dev/dax0.0.
+	Dax   bool
+	Extra func(*Image) error
 }
 
 // HostImage is a bootable lab host: vmlinux + initrd.
@@ -152,7 +185,11 @@ func (l *Lab) Host(spec HostSpec) (*HostImage, error) {
 	} else if err != nil {
 		return nil, err
 	}
-	mods, err := k.ModuleLoadOrder(spec.Modules...)
+	modNames := append([]string(nil), spec.Modules...)
+	if spec.Dax {
+		modNames = append(modNames, DaxModules...)
+	}
+	mods, err := k.ModuleLoadOrder(modNames...)
 	if err != nil {
 		return nil, err
 	}
@@ -161,8 +198,17 @@ func (l *Lab) Host(spec HostSpec) (*HostImage, error) {
 	init.WriteString(`fail() { echo "PMVM-LAB ERROR: $*"; sleep 1; poweroff -f; }
 echo "PMVM-LAB init $(uname -r)"
 `)
+	init.WriteString("mkdir -p /var/run /run/pmvm /tmp\n")
 	if spec.GuestConfig != nil {
 		fmt.Fprintf(&init, "mkdir -p %s\n", spec.GuestConfig.RunDir())
+	}
+	cfgNames := make([]string, 0, len(spec.Configs))
+	for n := range spec.Configs {
+		cfgNames = append(cfgNames, n)
+	}
+	sort.Strings(cfgNames)
+	for _, n := range cfgNames {
+		fmt.Fprintf(&init, "mkdir -p %s\n", spec.Configs[n].RunDir())
 	}
 	im, err := l.busyboxImage("")
 	if err != nil {
@@ -185,6 +231,25 @@ poweroff -f
 `)
 	im.File("init", []byte(init.String()), 0o755)
 	im.File("lab/scenario.sh", []byte(spec.Scenario), 0o755)
+	im.File(strings.TrimPrefix(LabLib, "/"), []byte(ScenarioLib), 0o644)
+	for _, n := range cfgNames {
+		im.File("lab/"+n+".toml", spec.Configs[n].TOML(), 0o644)
+	}
+	if spec.Dax {
+		for _, d := range []struct{ pkg, bin string }{
+			{NdctlPackage, "usr/bin/ndctl"},
+			{DaxctlPackage, "usr/bin/daxctl"},
+		} {
+			if _, err := l.AddDynamic(im, d.pkg, d.bin); err != nil {
+				return nil, err
+			}
+		}
+		peek, err := l.BuildStatic("./qa/guestbin/daxpeek", "daxpeek")
+		if err != nil {
+			return nil, err
+		}
+		im.HostFile(strings.TrimPrefix(LabDaxpeek, "/"), peek, 0o755)
+	}
 	if spec.Pmvm != "" {
 		im.HostFile(strings.TrimPrefix(LabPmvm, "/"), spec.Pmvm, 0o755)
 	}

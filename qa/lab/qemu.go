@@ -47,8 +47,9 @@ type QEMU struct {
 	FailOn *regexp.Regexp
 }
 
-// DefaultFailOn catches lab errors and kernel panics.
-var DefaultFailOn = regexp.MustCompile(`PMVM-LAB ERROR|Kernel panic|end Kernel panic`)
+// DefaultFailOn catches lab and guest errors ("PMVM-LAB ERROR: ...",
+// "PMVM-GUEST ERROR: ...") and kernel panics.
+var DefaultFailOn = regexp.MustCompile(`PMVM-LAB ERROR|PMVM-GUEST ERROR|Kernel panic|end Kernel panic`)
 
 // LabHost returns the QEMU run of LAB.md for a lab host image: TCG with
 // an EPYC CPU exposing SVM, q35, 3 GiB, 2 CPUs, PVH boot of the vmlinux.
@@ -368,4 +369,25 @@ func (vm *VM) Kill() {
 		vm.kill()
 	}
 	<-vm.done
+}
+
+// AddAgentSerial gives the guest a second 16550 UART (COM2 at 0x2f8, the
+// guest's /dev/ttyS1, where qemu-ga listens) on a unix socket that QEMU
+// serves (connect with DialAgent). A -device isa-serial turns off QEMU's
+// default serial, so COM1 is put back on stdio explicitly first.
+func (q *QEMU) AddAgentSerial(sock string) {
+	q.Extra = append(q.Extra,
+		"-serial", "mon:stdio",
+		"-chardev", "socket,id=qga0,path="+sock+",server=on,wait=off",
+		"-device", "isa-serial,chardev=qga0")
+}
+
+// AddQMP serves QMP on a unix socket (connect with DialQMP).
+func (q *QEMU) AddQMP(sock string) {
+	q.Extra = append(q.Extra, "-qmp", "unix:"+sock+",server=on,wait=off")
+}
+
+// EnableS3 offers ACPI S3 to the guest (q35's ICH9 LPC).
+func (q *QEMU) EnableS3() {
+	q.Extra = append(q.Extra, "-global", "ICH9-LPC.disable_s3=0")
 }

@@ -2,7 +2,10 @@
 // nested KVM) with its console on stdout; pmvm runs the guest inside it.
 // It exits non-zero if any step fails. `make demo` runs it.
 //
-//	go run ./qa/cmd/labdemo [-scenario pmvm|kvm|guest] [-timeout 5m] [-pmvm path]
+//	go run ./qa/cmd/labdemo [-scenario pmvm|kvm|guest|dax|suspend] [-timeout 5m] [-pmvm path]
+//
+// dax and suspend run TestLabDax's and TestLabSuspendWake's labs and print
+// what their checkers found.
 package main
 
 import (
@@ -16,7 +19,7 @@ import (
 )
 
 func main() {
-	scenario := flag.String("scenario", "pmvm", "pmvm: run the guest under pmvm in L1; kvm: only check nested KVM in L1; guest: boot the guest image directly under TCG QEMU")
+	scenario := flag.String("scenario", "pmvm", "pmvm: run the guest under pmvm in L1; kvm: only check nested KVM in L1; guest: boot the guest image directly under TCG QEMU; dax: guest RAM on /dev/dax0.0 in L1; suspend: S3 cycles through the guest agent in L1")
 	timeout := flag.Duration("timeout", 5*time.Minute, "overall boot timeout")
 	pmvm := flag.String("pmvm", "", "use this static pmvm binary instead of building ./cmd/pmvm")
 	flag.Parse()
@@ -35,7 +38,24 @@ func run(scenario string, timeout time.Duration, pmvm string) error {
 	}
 	std := lab.Standard{Pmvm: pmvm}
 	var want *regexp.Regexp
+	var check func(vm *lab.VM) ([]string, error)
+	seed := uint64(time.Now().UnixNano()) >> 1
 	switch scenario {
+	case "dax":
+		std = lab.DaxStandard(seed)
+		std.Pmvm = pmvm
+		check = func(vm *lab.VM) ([]string, error) {
+			r, err := lab.CheckDaxRun(vm, seed, timeout)
+			return r.Problems, err
+		}
+	case "suspend":
+		plan := lab.SuspendPlan{Cycles: 3, RTC: true, NoAgent: true, NoAgentTimeout: "10s"}
+		std = lab.SuspendStandard(seed, plan)
+		std.Pmvm = pmvm
+		check = func(vm *lab.VM) ([]string, error) {
+			r, err := lab.CheckSuspendRun(vm, plan, lab.SuspendExpect{CPUsOnline: "0-1", NoAgentTimeout: 10}, timeout)
+			return r.Problems, err
+		}
 	case "pmvm":
 		want = regexp.MustCompile(`PMVM-LAB pmvm-exit=(\d+)`)
 	case "kvm":
@@ -70,6 +90,20 @@ func run(scenario string, timeout time.Duration, pmvm string) error {
 			return err
 		}
 		logf("labdemo: L1 kvm-ready after %v", time.Since(t1).Round(time.Millisecond))
+	}
+	if check != nil {
+		problems, err := check(vm)
+		for _, p := range problems {
+			logf("labdemo: PROBLEM: %s", p)
+		}
+		if err != nil {
+			return err
+		}
+		if len(problems) > 0 {
+			return fmt.Errorf("%d problems (above)", len(problems))
+		}
+		logf("labdemo: %s lab checked after %v", scenario, time.Since(t1).Round(time.Millisecond))
+		want = regexp.MustCompile(`PMVM-LAB scenario-exit=(\d+)`)
 	}
 	if scenario == "pmvm" {
 		if _, err := vm.WaitFor(regexp.MustCompile(`PMVM-GUEST done`), timeout); err != nil {

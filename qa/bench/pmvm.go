@@ -1,0 +1,284 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/pmvm/pmvm/configs"
+	"github.com/pmvm/pmvm/vmm"
+)
+
+// Version is what the benchmark's state files say wrote them.
+const Version = "bench"
+
+// stepTimeout bounds every wait on the tiny guest (it needs milliseconds).
+const stepTimeout = 20 * time.Second
+
+// console collects the guest's COM1 output and notes when its first byte
+// arrived. The UART calls Write on the vCPU thread during the guest's
+// port write, so first is when the guest executed that instruction.
+type console struct {
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	first   time.Time
+	arrived chan struct{} // closed at the first byte
+}
+
+func newConsole() *console { return &console{arrived: make(chan struct{})} }
+
+func (c *console) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.first.IsZero() && len(p) > 0 {
+		c.first = time.Now()
+		close(c.arrived)
+	}
+	return c.buf.Write(p)
+}
+
+func (c *console) String() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.buf.String()
+}
+
+func (c *console) firstByte() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.first
+}
+
+// Guest is a pmvm machine running the tiny guest (its vCPU threads started
+// by Machine.Run).
+type Guest struct {
+	M       *vmm.Machine
+	console *console
+	cancel  context.CancelFunc
+	done    chan runResult
+}
+
+type runResult struct {
+	outcome vmm.Outcome
+	err     error
+}
+
+func start(m *vmm.Machine, con *console) *Guest {
+	ctx, cancel := context.WithCancel(context.Background())
+	g := &Guest{M: m, console: con, cancel: cancel, done: make(chan runResult, 1)}
+	go func() {
+		o, err := m.Run(ctx)
+		g.done <- runResult{o, err}
+	}()
+	return g
+}
+
+// BootToS3 builds the machine cfg describes, boots the suspending kernel
+// (cfg.Boot.Kernel) and waits until the guest has entered S3.
+func BootToS3(cfg *configs.VM) (*Guest, error) {
+	con := newConsole()
+	m, err := vmm.New(cfg, vmm.Options{Log: zerolog.Nop(), Console: con})
+	if err != nil {
+		return nil, err
+	}
+	if err := m.Boot(); err != nil {
+		m.Close()
+		return nil, err
+	}
+	g := start(m, con)
+	ctx, cancel := context.WithTimeout(context.Background(), stepTimeout)
+	defer cancel()
+	if _, err := m.WaitRunState(ctx, vmm.StateSuspended); err != nil {
+		return nil, errors.Join(fmt.Errorf("the tiny guest did not suspend: %w", err), g.Close())
+	}
+	if out := con.String(); out != SuspendOutput {
+		return nil, errors.Join(fmt.Errorf("the tiny guest printed %q before S3, want %q", out, SuspendOutput), g.Close())
+	}
+	return g, nil
+}
+
+// Save writes the suspended guest's state file (SaveState, the timed part
+// of BenchmarkSave) and returns how long it took.
+func (g *Guest) Save(path string) (time.Duration, error) {
+	t0 := time.Now()
+	err := g.M.SaveState(path, Version)
+	return time.Since(t0), err
+}
+
+// Finish stops a saved guest (the process exit of `pmvm save`).
+func (g *Guest) Finish() error {
+	g.M.Finish()
+	return g.wait()
+}
+
+// Close stops the guest however it is and releases the machine.
+func (g *Guest) Close() error {
+	g.M.Stop()
+	g.cancel()
+	return g.wait()
+}
+
+// wait waits for Run to return and releases the machine. Run's outcome
+// is the guest's business; only a failure is an error.
+func (g *Guest) wait() error {
+	defer g.cancel()
+	var err error
+	select {
+	case r := <-g.done:
+		if r.err != nil || r.outcome == vmm.OutcomeError {
+			err = fmt.Errorf("machine failed (outcome %s): %v", r.outcome, r.err)
+		}
+	case <-time.After(stepTimeout):
+		err = fmt.Errorf("machine did not stop within %s", stepTimeout)
+	}
+	return errors.Join(err, g.M.Close())
+}
+
+// SaveOnce boots the tiny guest to S3, saves it to statePath and stops it:
+// what `pmvm run` + `pmvm save` leave behind for a resume.
+func SaveOnce(cfg *configs.VM, statePath string) error {
+	g, err := BootToS3(cfg)
+	if err != nil {
+		return err
+	}
+	if _, err := g.Save(statePath); err != nil {
+		return errors.Join(err, g.Close())
+	}
+	return g.Finish()
+}
+
+// ResumeTimes splits one resume into its steps.
+type ResumeTimes struct {
+	Check   time.Duration // CheckIncoming: state file read and checked, backing probed
+	New     time.Duration // vmm.New: backing mapped, VM, irqchip, vCPUs, devices
+	Restore time.Duration // Restore: device records, clock
+	Wake    time.Duration // Run started, Wake, until the guest's first port write at its waking vector
+}
+
+// Total is the whole resume.
+func (t ResumeTimes) Total() time.Duration { return t.Check + t.New + t.Restore + t.Wake }
+
+// Resume resumes the guest saved in statePath into a new machine and
+// times it up to the guest's first instruction output at its waking
+// vector; then (untimed) it lets the resume code finish, checks that it
+// saw its marker and WAK_STS, and releases the machine.
+func Resume(cfg *configs.VM, statePath string) (ResumeTimes, error) {
+	var t ResumeTimes
+	con := newConsole()
+	t0 := time.Now()
+	in, err := vmm.CheckIncoming(cfg, statePath)
+	if err != nil {
+		return t, err
+	}
+	t1 := time.Now()
+	m, err := vmm.New(cfg, vmm.Options{Log: zerolog.Nop(), Console: con})
+	if err != nil {
+		return t, err
+	}
+	t2 := time.Now()
+	if err := m.Restore(in); err != nil {
+		m.Close()
+		return t, err
+	}
+	t3 := time.Now()
+	g := start(m, con)
+	if err := m.Wake("benchmark resume"); err != nil {
+		return t, errors.Join(err, g.Close())
+	}
+	select {
+	case <-con.arrived:
+	case <-time.After(stepTimeout):
+		return t, errors.Join(fmt.Errorf("the resumed guest wrote nothing within %s", stepTimeout), g.Close())
+	}
+	t4 := con.firstByte()
+	t = ResumeTimes{Check: t1.Sub(t0), New: t2.Sub(t1), Restore: t3.Sub(t2), Wake: t4.Sub(t3)}
+
+	// Untimed: the resume code powers off once it has printed.
+	select {
+	case r := <-g.done:
+		g.done <- r
+	case <-time.After(stepTimeout):
+		return t, errors.Join(fmt.Errorf("the resumed guest did not power off; it printed %q", con.String()), g.Close())
+	}
+	if err := g.wait(); err != nil {
+		return t, err
+	}
+	if out := con.String(); out != ResumeOutput {
+		return t, fmt.Errorf("the resumed guest printed %q, want %q (resumed at the vector, its RAM intact, WAK_STS set)", out, ResumeOutput)
+	}
+	return t, nil
+}
+
+// ResumeProcess resumes through the real binary: `pmvm run CONFIG
+// --incoming STATE` as a new process, timed from exec until the guest's
+// first byte reaches pmvm's stdout (the console). Untimed, it then waits
+// for the guest to power off and pmvm to exit 0 with ResumeOutput printed.
+func ResumeProcess(bin, configPath, statePath string) (time.Duration, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return 0, err
+	}
+	defer r.Close()
+	var stderr bytes.Buffer
+	cmd := exec.Command(bin, "run", configPath, "--incoming", statePath, "--log-level", "error")
+	cmd.Stdout = w
+	cmd.Stderr = &stderr
+	t0 := time.Now()
+	if err := cmd.Start(); err != nil {
+		w.Close()
+		return 0, err
+	}
+	w.Close()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+
+	first := make([]byte, 1)
+	r.SetReadDeadline(time.Now().Add(stepTimeout)) // a pipe from os.Pipe supports deadlines
+	n, err := r.Read(first)
+	d := time.Since(t0)
+	if err != nil || n != 1 {
+		_ = cmd.Process.Kill()
+		<-exited
+		return d, fmt.Errorf("pmvm run --incoming printed nothing (%v): %s", err, stderr.String())
+	}
+	rest, _ := io.ReadAll(r)
+	select {
+	case err = <-exited:
+	case <-time.After(stepTimeout):
+		_ = cmd.Process.Kill()
+		<-exited
+		return d, fmt.Errorf("pmvm run --incoming did not exit: %s", stderr.String())
+	}
+	if err != nil {
+		return d, fmt.Errorf("pmvm run --incoming: %v: %s", err, stderr.String())
+	}
+	if out := string(first) + string(rest); out != ResumeOutput {
+		return d, fmt.Errorf("the resumed guest printed %q, want %q", out, ResumeOutput)
+	}
+	return d, nil
+}
+
+// BuildPMVM builds the pmvm binary into dir (as `make build` does) and
+// returns its path.
+func BuildPMVM(dir string) (string, error) {
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		return "", fmt.Errorf("the go command is needed to build pmvm: %w", err)
+	}
+	bin := filepath.Join(dir, "pmvm")
+	cmd := exec.Command(goBin, "build", "-o", bin, "github.com/pmvm/pmvm/cmd/pmvm")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/pmvm: %v\n%s", err, out)
+	}
+	return bin, nil
+}

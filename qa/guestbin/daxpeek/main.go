@@ -1,0 +1,83 @@
+// Command daxpeek runs in the lab host (static, CGO_ENABLED=0) and prints
+// bytes of a device-dax device, which supports only mmap (read(2) and dd
+// see nothing):
+//
+//	daxpeek [--align BYTES] /dev/dax0.0 OFFSET LEN
+//	PMVM-LAB daxpeek dev=/dev/dax0.0 offset=0x<off> len=<n> hex=<hex>
+//
+// The device is mapped MAP_SHARED with its alignment (read from
+// /sys/bus/dax/devices/<dev>/align, else 2 MiB): the offset is rounded down
+// and the length up to it. OFFSET and LEN are decimal or 0x hex.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pmvm/pmvm/qa/guestbin/guestlib"
+)
+
+const defaultAlign = 2 << 20
+
+func main() {
+	align := flag.Uint64("align", 0, "mapping alignment (default: the device's sysfs align, else 2 MiB)")
+	flag.Parse()
+	if flag.NArg() != 3 {
+		fmt.Fprintln(os.Stderr, "usage: daxpeek [--align BYTES] /dev/daxX.Y OFFSET LEN")
+		os.Exit(2)
+	}
+	if err := run(flag.Arg(0), flag.Arg(1), flag.Arg(2), *align); err != nil {
+		fmt.Printf("PMVM-LAB daxpeek-error: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func deviceAlign(dev string) uint64 {
+	b, err := os.ReadFile(filepath.Join("/sys/bus/dax/devices", filepath.Base(dev), "align"))
+	if err != nil {
+		return defaultAlign
+	}
+	a, err := guestlib.ParseUint(strings.TrimSpace(string(b)))
+	if err != nil || a == 0 {
+		return defaultAlign
+	}
+	return a
+}
+
+func run(dev, offS, lenS string, align uint64) error {
+	off, err := guestlib.ParseUint(offS)
+	if err != nil {
+		return fmt.Errorf("OFFSET %q: %w", offS, err)
+	}
+	n, err := guestlib.ParseUint(lenS)
+	if err != nil {
+		return fmt.Errorf("LEN %q: %w", lenS, err)
+	}
+	if n > 1<<20 {
+		return fmt.Errorf("LEN %d: at most 1 MiB", n)
+	}
+	if align == 0 {
+		align = deviceAlign(dev)
+	}
+	mapOff, mapLen, inner, err := guestlib.DaxWindow(off, n, align)
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(dev, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	mem, err := unix.Mmap(int(f.Fd()), int64(mapOff), int(mapLen), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		return fmt.Errorf("mmap %s offset %#x length %#x (align %#x): %w", dev, mapOff, mapLen, align, err)
+	}
+	defer unix.Munmap(mem)
+	fmt.Printf("PMVM-LAB daxpeek dev=%s offset=%#x len=%d hex=%s\n", dev, off, n, guestlib.Hex(mem[inner:inner+n]))
+	return nil
+}
