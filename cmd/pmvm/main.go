@@ -35,6 +35,9 @@ usage:
   pmvm wakeup NAME                            wake a suspended guest
   pmvm save NAME --state FILE [--timeout D]   suspend (if running), save the state durably, exit
   pmvm state inspect FILE [--json]            show a state file's header and every section
+  pmvm host update --kernel K [--initrd I] (--cmdline C | --reuse-cmdline) [--dry-run] [--no-reboot] [--config F]
+                                              save every VM, kexec into kernel K
+  pmvm host restore [--config F]              resume the VMs saved by a host update (run at boot)
   pmvm version
 
 NAME finds the control socket /run/pmvm/NAME/control.sock ($PMVM_RUNTIME_DIR
@@ -86,6 +89,8 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 		return cmdSave(args[1:], stdout, stderr)
 	case "state":
 		return cmdState(args[1:], stdout, stderr)
+	case "host":
+		return cmdHost(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "pmvm", version)
 		return 0
@@ -241,19 +246,28 @@ func runVM(cfg *configs.VM, log zerolog.Logger, stdout, stderr io.Writer, incomi
 
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer cancel()
+	resumed := make(chan error, 1)
 	if incoming != nil {
 		go func() {
+			// Wake waits for the vCPU threads Run starts to park.
 			if err := m.Wake("resume from " + incomingPath); err != nil {
-				log.Error().Err(err).Msg("resume failed")
+				m.Stop()
+				resumed <- fmt.Errorf("resume from %s: %w", incomingPath, err)
 				return
 			}
 			resume.Mark("vCPUs running")
 			fmt.Fprint(stderr, resume.String())
 			resume.Log(log)
+			resumed <- nil
 		}()
+	} else {
+		resumed <- nil
 	}
 	log.Info().Int("vcpus", cfg.VCPUs).Str("memory", configs.FormatSize(cfg.TotalMemory())).Bool("resume", incoming != nil).Msg("starting guest")
 	outcome, err := m.Run(ctx)
+	if rerr := <-resumed; rerr != nil {
+		return vmm.OutcomeError, rerr
+	}
 	if err != nil {
 		return outcome, err
 	}

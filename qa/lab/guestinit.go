@@ -77,7 +77,7 @@ type PMGuest struct {
 //	PMVM-GUEST pattern-filled bytes=<n> sha256=<hex> seed=<seed> mlocked=<bool> secs=<t>
 //	PMVM-GUEST ready date=<epoch s>
 //	then for each resume k = 1, 2, ...:
-//	PMVM-GUEST resumed n=<k> cpus-online=<list> boot_id=<uuid> pm-exit=<"PM: suspend exit" lines in dmesg> suspend-fail=<count> date=<epoch s>
+//	PMVM-GUEST resumed n=<k> cpus-online=<list> boot_id=<uuid> pm-exit=<"PM: suspend exit" lines in dmesg> suspend-fail=<count> uptime=<s since boot> date=<epoch s>
 //	PMVM-GUEST pattern-verify ok bytes=<n> round=<k> secs=<t>   (or BAD ... first-bad-offset=...)
 //	PMVM-GUEST rtc-armed n=<k+1> secs=<s> alarm=<epoch s> date=<epoch s>   (k == RTCAfter)
 //	PMVM-GUEST qga-stopped                                               (k == StopAgentAfter)
@@ -125,7 +125,7 @@ while :; do
 		_bid=$(cat /proc/sys/kernel/random/boot_id)
 		_pm=$(dmesg | grep -c 'PM: suspend exit')
 		_fail=$(cat /sys/power/suspend_stats/fail 2>/dev/null)
-		echo "PMVM-GUEST resumed n=$n cpus-online=$_cpus boot_id=$_bid pm-exit=$_pm suspend-fail=$_fail date=$(date +%s)"
+		echo "PMVM-GUEST resumed n=$n cpus-online=$_cpus boot_id=$_bid pm-exit=$_pm suspend-fail=$_fail uptime=$(cut -d' ' -f1 /proc/uptime) date=$(date +%s)"
 		kill -USR1 $PAT
 		wait_file /tmp/pattern.state "round=$n " 900 || echo "PMVM-GUEST ERROR: pattern check $n did not finish"
 		if [ "$n" -eq "$RTC_AFTER" ]; then arm_rtc; fi

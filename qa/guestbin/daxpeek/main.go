@@ -4,6 +4,8 @@
 //
 //	daxpeek [--align BYTES] /dev/dax0.0 OFFSET LEN
 //	PMVM-LAB daxpeek dev=/dev/dax0.0 offset=0x<off> len=<n> hex=<hex>
+//	daxpeek --sum /dev/dax0.0
+//	PMVM-LAB daxsum dev=/dev/dax0.0 size=<bytes> sha256=<hex>
 //
 // The device is mapped MAP_SHARED with its alignment (read from
 // /sys/bus/dax/devices/<dev>/align, else 2 MiB): the offset is rounded down
@@ -11,6 +13,7 @@
 package main
 
 import (
+	"crypto/sha256"
 	"flag"
 	"fmt"
 	"os"
@@ -26,7 +29,19 @@ const defaultAlign = 2 << 20
 
 func main() {
 	align := flag.Uint64("align", 0, "mapping alignment (default: the device's sysfs align, else 2 MiB)")
+	sum := flag.Bool("sum", false, "print the SHA-256 of the whole device instead")
 	flag.Parse()
+	if *sum {
+		if flag.NArg() != 1 {
+			fmt.Fprintln(os.Stderr, "usage: daxpeek --sum /dev/daxX.Y")
+			os.Exit(2)
+		}
+		if err := sumDevice(flag.Arg(0)); err != nil {
+			fmt.Printf("PMVM-LAB daxpeek-error: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if flag.NArg() != 3 {
 		fmt.Fprintln(os.Stderr, "usage: daxpeek [--align BYTES] /dev/daxX.Y OFFSET LEN")
 		os.Exit(2)
@@ -35,6 +50,31 @@ func main() {
 		fmt.Printf("PMVM-LAB daxpeek-error: %v\n", err)
 		os.Exit(1)
 	}
+}
+
+// sumDevice hashes the whole device through a read-only shared mapping,
+// to prove a refused resume left guest memory alone.
+func sumDevice(dev string) error {
+	b, err := os.ReadFile(filepath.Join("/sys/bus/dax/devices", filepath.Base(dev), "size"))
+	if err != nil {
+		return err
+	}
+	size, err := guestlib.ParseUint(strings.TrimSpace(string(b)))
+	if err != nil || size == 0 {
+		return fmt.Errorf("%s: bad size %q", dev, b)
+	}
+	f, err := os.OpenFile(dev, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	mem, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		return fmt.Errorf("mmap %s (%d bytes): %w", dev, size, err)
+	}
+	defer unix.Munmap(mem)
+	fmt.Printf("PMVM-LAB daxsum dev=%s size=%d sha256=%x\n", dev, size, sha256.Sum256(mem))
+	return nil
 }
 
 func deviceAlign(dev string) uint64 {

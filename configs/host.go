@@ -1,0 +1,394 @@
+package configs
+
+// The host config (/etc/pmvm/host.toml) drives a host kernel update: where
+// the VM configs and state files live, the hooks run around the update and
+// the cgroup limits applied to every VM restored after it. It is decoded as
+// strictly as a VM config (an unknown key is an error naming the key and its
+// line) and validated the same way: every problem at once, each one a
+// *FieldError naming the field. Every key has a default, so an empty file
+// is a valid host config.
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pelletier/go-toml/v2"
+)
+
+// Defaults of the host config.
+const (
+	DefaultHostConfig     = "/etc/pmvm/host.toml"
+	DefaultVMDir          = "/etc/pmvm/vms"
+	DefaultStateDir       = "/var/lib/pmvm/state"
+	DefaultHostRuntimeDir = "/run/pmvm"
+	DefaultLogDir         = "/var/log/pmvm"
+
+	DefaultHookTimeout    = 30 * time.Second
+	DefaultSaveTimeout    = 2 * time.Minute
+	DefaultRestoreTimeout = 2 * time.Minute
+
+	// MaxSaveTimeout is the most a save may be given: the control socket
+	// caps every command at 10 minutes.
+	MaxSaveTimeout = 10 * time.Minute
+	// MaxHookTimeout and MaxRestoreTimeout bound the other waits.
+	MaxHookTimeout    = time.Hour
+	MaxRestoreTimeout = time.Hour
+
+	// MaxCPUWeight is cgroup v2's cpu.weight range 1..10000 (100 is the
+	// kernel's default).
+	MaxCPUWeight = 10000
+	// MinVMMMemoryOverhead is the least vmm_memory_overhead accepted: the
+	// VMM's own memory (Go runtime, KVM structures, buffers) besides the
+	// guest's RAM.
+	MinVMMMemoryOverhead = 32 * MiB
+)
+
+// Host is the host config: the top level of host.toml.
+type Host struct {
+	// VMDir holds one VM config per *.toml file. Every VM whose config is
+	// there and whose control socket answers is carried over a host update.
+	VMDir string `toml:"vm_dir"`
+	// StateDir receives the state files (<name>.state) and the update
+	// timeline. It must be on storage that survives the kexec: a disk
+	// filesystem, never tmpfs (/run, /dev/shm) nor /tmp (cleaned at boot).
+	StateDir string `toml:"state_dir"`
+	// RuntimeDir is pmvm's runtime directory (the host update lock; the
+	// default parent of VM sockets, passed to restored VMs as
+	// PMVM_RUNTIME_DIR).
+	RuntimeDir string `toml:"runtime_dir"`
+	// LogDir receives host.log (the update and restore log) and, for each
+	// restored VM, <name>.log (the output of its pmvm run).
+	LogDir string `toml:"log_dir"`
+	// SaveTimeout bounds one VM's suspend and save; RestoreTimeout bounds
+	// the wait for a restored VM to run again.
+	SaveTimeout    Duration `toml:"save_timeout"`
+	RestoreTimeout Duration `toml:"restore_timeout"`
+	Hooks          Hooks    `toml:"hooks"`
+	Limits         Limits   `toml:"limits"`
+}
+
+// Hooks are the commands run around a host update. A hook that is not set
+// is skipped.
+type Hooks struct {
+	PreSave     *Hook `toml:"pre-save"`     // before any VM is suspended; failing aborts the update
+	PreKexec    *Hook `toml:"pre-kexec"`    // after every VM is saved and the kernel loaded; failing rolls back
+	PostRestore *Hook `toml:"post-restore"` // after each VM runs again at boot (once per VM)
+	OnFailure   *Hook `toml:"on-failure"`   // when an update is aborted or rolled back
+}
+
+// Hook phases, as named in the config and in PMVM_PHASE.
+const (
+	PhasePreSave     = "pre-save"
+	PhasePreKexec    = "pre-kexec"
+	PhasePostRestore = "post-restore"
+	PhaseOnFailure   = "on-failure"
+)
+
+// Phases lists the hook phases in the order an update meets them.
+var Phases = []string{PhasePreSave, PhasePreKexec, PhasePostRestore, PhaseOnFailure}
+
+// Get returns the hook of phase, or nil when it is not set.
+func (h *Hooks) Get(phase string) *Hook {
+	switch phase {
+	case PhasePreSave:
+		return h.PreSave
+	case PhasePreKexec:
+		return h.PreKexec
+	case PhasePostRestore:
+		return h.PostRestore
+	case PhaseOnFailure:
+		return h.OnFailure
+	}
+	return nil
+}
+
+// Hook is one command: argv (no shell; command[0] is an absolute path) and
+// how long it may run before its whole process group is killed.
+type Hook struct {
+	Command []string `toml:"command"`
+	Timeout Duration `toml:"timeout"` // default DefaultHookTimeout
+}
+
+// Limits are the cgroup limits applied to each VM's pmvm process after a
+// restore. A zero value leaves that limit unset (the kernel's default).
+type Limits struct {
+	// Cgroups: false runs restored VMs in pmvm's own cgroup, without limits.
+	// Default true.
+	Cgroups *bool `toml:"cgroups"`
+	// CgroupParent is where VM cgroups are created: an absolute path is
+	// from the root of each hierarchy (default "/pmvm.slice" on cgroup v2,
+	// "/pmvm" on v1); a relative one is under the cgroup pmvm itself runs
+	// in (e.g. a systemd service with Delegate=yes).
+	CgroupParent string `toml:"cgroup_parent"`
+	// CPUWeight is the cgroup v2 cpu.weight, 1..10000 (default 100). On
+	// cgroup v1 it becomes cpu.shares = weight * 1024 / 100.
+	CPUWeight uint64 `toml:"cpu_weight"`
+	// VMMMemoryOverhead, when set, limits the VM's memory to its guest RAM
+	// plus this much (memory.max / memory.limit_in_bytes). Whether guest RAM
+	// is charged at all depends on its backing: tmpfs and memfd pages are
+	// charged to the cgroup that first touched them, device-dax and fsdax
+	// are not page cache and are not charged, hugetlbfs pages go to the
+	// hugetlb controller. The limit is therefore an upper bound.
+	VMMMemoryOverhead Size `toml:"vmm_memory_overhead"`
+	// Pids is pids.max: tasks, i.e. threads. pmvm runs one thread per vCPU
+	// plus the Go runtime's; a host update refuses a VM it would not fit.
+	Pids int64 `toml:"pids"`
+}
+
+// CgroupsEnabled reports whether restored VMs get their own cgroup.
+func (l *Limits) CgroupsEnabled() bool { return l.Cgroups == nil || *l.Cgroups }
+
+// Duration is a length of time written as a Go duration string ("30s",
+// "2m30s"). A bare TOML integer is refused: it would be nanoseconds.
+type Duration struct{ d time.Duration }
+
+// NewDuration returns d as a config Duration.
+func NewDuration(d time.Duration) Duration { return Duration{d} }
+
+// Std returns the duration as a time.Duration.
+func (d Duration) Std() time.Duration { return d.d }
+
+// String formats the duration as time.Duration does.
+func (d Duration) String() string { return d.d.String() }
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.d.String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	if _, err := strconv.ParseFloat(string(b), 64); err == nil {
+		// go-toml hands a bare TOML number here as its text.
+		return fmt.Errorf("the number %s is not a duration (it would be nanoseconds): write a string with a unit, e.g. \"30s\"", string(b))
+	}
+	v, err := time.ParseDuration(strings.TrimSpace(string(b)))
+	if err != nil {
+		return fmt.Errorf("duration %q: write e.g. \"30s\", \"2m\" or \"1m30s\"", string(b))
+	}
+	if v <= 0 {
+		return fmt.Errorf("duration %q: must be positive", string(b))
+	}
+	d.d = v
+	return nil
+}
+
+// setDefaults fills what the file left out.
+func (h *Host) setDefaults() {
+	def := func(p *string, v string) {
+		if *p == "" {
+			*p = v
+		}
+	}
+	def(&h.VMDir, DefaultVMDir)
+	def(&h.StateDir, DefaultStateDir)
+	def(&h.RuntimeDir, DefaultHostRuntimeDir)
+	def(&h.LogDir, DefaultLogDir)
+	if h.SaveTimeout.d == 0 {
+		h.SaveTimeout.d = DefaultSaveTimeout
+	}
+	if h.RestoreTimeout.d == 0 {
+		h.RestoreTimeout.d = DefaultRestoreTimeout
+	}
+	for _, p := range Phases {
+		if hk := h.Hooks.Get(p); hk != nil && hk.Timeout.d == 0 {
+			hk.Timeout.d = DefaultHookTimeout
+		}
+	}
+}
+
+// DefaultHost is the host config of an empty host.toml.
+func DefaultHost() *Host {
+	h := &Host{}
+	h.setDefaults()
+	return h
+}
+
+// LoadHost reads, decodes and validates the host config at path. Every
+// error starts with path.
+func LoadHost(path string) (*Host, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("host config: %w", err)
+	}
+	defer f.Close()
+	h, err := DecodeHost(path, f)
+	if err != nil {
+		return nil, err
+	}
+	if err := h.Validate(); err != nil {
+		return nil, prefixEach(path, err)
+	}
+	return h, nil
+}
+
+// DecodeHost strictly decodes a host config from r and applies defaults; it
+// does not validate. Errors are *FileError values as for Decode.
+func DecodeHost(name string, r io.Reader) (*Host, error) {
+	if name == "" {
+		name = "<host config>"
+	}
+	var h Host
+	dec := toml.NewDecoder(r).DisallowUnknownFields()
+	if err := dec.Decode(&h); err != nil {
+		return nil, hostDecodeError(name, err)
+	}
+	h.setDefaults()
+	return &h, nil
+}
+
+// hostDecodeError is decodeError with the host config's types in the
+// type-mismatch messages.
+func hostDecodeError(name string, err error) error {
+	var de *toml.DecodeError
+	var strict *toml.StrictMissingError
+	if errors.As(err, &de) && !errors.As(err, &strict) {
+		line, col := de.Position()
+		return &FileError{File: name, Line: line, Col: col, Key: de.Key(), Msg: hostFriendlyMessage(de), err: de}
+	}
+	return decodeError(name, err)
+}
+
+func hostFriendlyMessage(de *toml.DecodeError) string {
+	msg := strings.TrimPrefix(de.Error(), "toml: ")
+	m := mismatchRE.FindStringSubmatch(msg)
+	if m == nil {
+		if key := de.Key(); len(key) > 0 {
+			return strings.Join(key, ".") + ": " + msg
+		}
+		return msg
+	}
+	want, ok := map[string]string{
+		"string":           "a string",
+		"int64":            "an integer",
+		"uint64":           "a whole number",
+		"*bool":            "true or false",
+		"bool":             "true or false",
+		"configs.Size":     `a size (e.g. "256MiB" or a number of bytes)`,
+		"configs.Duration": `a duration string (e.g. "30s")`,
+		"[]string":         `an array of strings (e.g. ["/usr/local/sbin/hook", "arg"])`,
+		"*configs.Hook":    "a table with command = [...] and timeout = \"30s\"",
+	}[m[2]]
+	if !ok {
+		want = "a table"
+	}
+	got := m[1]
+	switch got {
+	case "integer", "inline table", "array":
+		got = "an " + got
+	default:
+		got = "a " + got
+	}
+	if key := de.Key(); len(key) > 0 {
+		return fmt.Sprintf("%s: expected %s, not %s", strings.Join(key, "."), want, got)
+	}
+	return fmt.Sprintf("expected %s, not %s", want, got)
+}
+
+// volatileDirs are where state must never go: tmpfs or cleaned at boot.
+var volatileDirs = []string{"/run", "/var/run", "/dev", "/tmp", "/proc", "/sys"}
+
+// Validate checks the host config without touching the host. It returns
+// every problem at once, joined with errors.Join; each is a *FieldError.
+// Whether state_dir really is on storage that survives a kexec (not tmpfs)
+// is checked by the update plan, which looks at the filesystem.
+func (h *Host) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)})
+	}
+	for _, d := range []struct{ field, path string }{
+		{"vm_dir", h.VMDir}, {"state_dir", h.StateDir}, {"runtime_dir", h.RuntimeDir}, {"log_dir", h.LogDir},
+	} {
+		if d.path == "" {
+			bad(d.field, "empty; remove the key for the default or set an absolute directory")
+		} else if msg := checkPath(d.path); msg != "" {
+			bad(d.field, "%s", msg)
+		}
+	}
+	if checkPath(h.StateDir) == "" {
+		for _, v := range volatileDirs {
+			if under(h.StateDir, v) {
+				bad("state_dir", "%s is under %s, which does not survive a reboot or kexec (tmpfs, or cleaned at boot); state files must be on a disk filesystem, e.g. %s", h.StateDir, v, DefaultStateDir)
+				break
+			}
+		}
+	}
+	if h.StateDir != "" && h.StateDir == h.VMDir {
+		bad("state_dir", "is the same directory as vm_dir; keep configs and state files apart")
+	}
+	// pmvm's NAME convention puts sockets at runtime_dir/NAME/control.sock.
+	if len(h.RuntimeDir)+len("/x/control.sock") > MaxSocketPath {
+		bad("runtime_dir", "%q is too long: runtime_dir/NAME/control.sock must fit in %d bytes", h.RuntimeDir, MaxSocketPath)
+	}
+
+	checkTimeout := func(field string, d Duration, max time.Duration) {
+		if d.d <= 0 {
+			bad(field, "must be positive")
+		} else if d.d > max {
+			bad(field, "%s is more than the maximum %s", d.d, max)
+		}
+	}
+	checkTimeout("save_timeout", h.SaveTimeout, MaxSaveTimeout)
+	checkTimeout("restore_timeout", h.RestoreTimeout, MaxRestoreTimeout)
+
+	for _, p := range Phases {
+		hk := h.Hooks.Get(p)
+		if hk == nil {
+			continue
+		}
+		field := "hooks." + p
+		switch {
+		case len(hk.Command) == 0:
+			bad(field+".command", "missing; set command = [\"/absolute/program\", \"arg\", ...] or remove [%s]", field)
+		case hk.Command[0] == "" || !filepath.IsAbs(hk.Command[0]):
+			bad(field+".command", "the program %q must be an absolute path (hooks run at boot with a minimal PATH; no shell is involved)", hk.Command[0])
+		}
+		for i, a := range hk.Command {
+			if strings.IndexByte(a, 0) >= 0 {
+				bad(fmt.Sprintf("%s.command[%d]", field, i), "contains a NUL byte")
+			}
+		}
+		checkTimeout(field+".timeout", hk.Timeout, MaxHookTimeout)
+	}
+
+	l := &h.Limits
+	if l.CPUWeight > MaxCPUWeight {
+		bad("limits.cpu_weight", "%d is out of range 1..%d (100 is the default weight)", l.CPUWeight, MaxCPUWeight)
+	}
+	if l.Pids < 0 {
+		bad("limits.pids", "%d is negative; leave it out for no limit", l.Pids)
+	}
+	if l.VMMMemoryOverhead != 0 && uint64(l.VMMMemoryOverhead) < MinVMMMemoryOverhead {
+		bad("limits.vmm_memory_overhead", "%s is less than the minimum %s: pmvm needs memory of its own besides guest RAM", l.VMMMemoryOverhead, Size(MinVMMMemoryOverhead))
+	}
+	if p := l.CgroupParent; p != "" {
+		rel := strings.TrimPrefix(p, "/")
+		switch {
+		case strings.IndexByte(p, 0) >= 0:
+			bad("limits.cgroup_parent", "contains a NUL byte")
+		case rel == "" || filepath.Clean(rel) != rel || strings.HasPrefix(rel, "..") || strings.Contains(rel, "/../"):
+			bad("limits.cgroup_parent", "%q must be a clean cgroup path without \"..\" (e.g. \"/pmvm\" or \"pmvm\")", p)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// under reports whether path is dir or inside it.
+func under(path, dir string) bool {
+	return path == dir || strings.HasPrefix(path, dir+"/")
+}
+
+// StatePath is where VM name's state file goes: state_dir/<name>.state.
+func (h *Host) StatePath(name string) string {
+	return filepath.Join(h.StateDir, name+".state")
+}
+
+// TimelinePath is the update timeline file, state_dir/update-timeline.json.
+func (h *Host) TimelinePath() string {
+	return filepath.Join(h.StateDir, "update-timeline.json")
+}
