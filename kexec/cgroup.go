@@ -1,26 +1,33 @@
 package kexec
 
 // Each restored VM's pmvm process runs in a cgroup of its own, with the
-// host config's [limits]. The cgroup filesystem is driven directly (mkdir,
-// a few control files, cgroup.procs, rmdir): it is the same on every host
-// pmvm targets and needs no dependency. The layout follows containerd's
-// cgroups package: on cgroup v2 (unified) one directory with cpu.weight,
-// memory.max and pids.max, the controllers enabled down the path; on v1 and
-// hybrid hosts (v1 controllers, v2 mounted at /sys/fs/cgroup/unified
-// without controllers) one directory per controller, like
-// cgroup1.StaticPath, with cpu.shares, memory.limit_in_bytes and pids.max.
+// host config's [limits]. The cgroups are created, filled and removed
+// through github.com/containerd/cgroups/v3: on cgroup v2 (unified) one
+// directory with cpu.weight, memory.max and pids.max (cgroup2.NewManager,
+// which enables the controllers down the path); on v1 and hybrid hosts (v1
+// controllers, v2 mounted at /sys/fs/cgroup/unified without controllers)
+// one directory per controller (cgroup1.New over the cpu, memory and pids
+// hierarchies that exist) with cpu.shares, memory.limit_in_bytes and
+// pids.max. What is kept here is what the library leaves to its caller:
+// refusing to reuse a cgroup that still holds a VM, naming the controller
+// a limit needs when the hierarchy lacks it, and removing the parent
+// directories a VM's cgroup needed once they are empty.
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
-	"io"
+	"io/fs"
+	"math"
 	"os"
 	"path"
 	"path/filepath"
-	"strconv"
+	"slices"
 	"strings"
 
+	"github.com/containerd/cgroups/v3"
+	"github.com/containerd/cgroups/v3/cgroup1"
+	"github.com/containerd/cgroups/v3/cgroup2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	"github.com/pmvm/pmvm/configs"
@@ -51,23 +58,33 @@ func (m CgroupMode) String() string {
 // cgroupRoot is where the hierarchies are mounted.
 const cgroupRoot = "/sys/fs/cgroup"
 
-// DetectCgroupMode looks at the filesystem mounted at /sys/fs/cgroup.
+// DetectCgroupMode is cgroups.Mode, except that a /sys/fs/cgroup on which
+// no v1 hierarchy the library can use is mounted is unavailable, not
+// legacy.
 func DetectCgroupMode() CgroupMode {
-	var st unix.Statfs_t
-	if err := unix.Statfs(cgroupRoot, &st); err != nil {
-		return CgroupUnavailable
-	}
-	if st.Type == unix.CGROUP2_SUPER_MAGIC {
+	switch cgroups.Mode() {
+	case cgroups.Unified:
 		return CgroupUnified
-	}
-	if err := unix.Statfs(filepath.Join(cgroupRoot, "unified"), &st); err == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
+	case cgroups.Hybrid:
 		return CgroupHybrid
-	}
-	mounts, err := cgroupMounts()
-	if err == nil && len(mounts.v1) > 0 {
-		return CgroupLegacy
+	case cgroups.Legacy:
+		if subs, err := cgroup1.Default(); err == nil && len(subs) > 0 {
+			return CgroupLegacy
+		}
 	}
 	return CgroupUnavailable
+}
+
+// v2Mountpoint is where the cgroup v2 hierarchy of a host in mode is
+// mounted, "" if it has none.
+func v2Mountpoint(mode CgroupMode) string {
+	switch mode {
+	case CgroupUnified:
+		return cgroupRoot
+	case CgroupHybrid:
+		return filepath.Join(cgroupRoot, "unified")
+	}
+	return ""
 }
 
 // CgroupLimits are the limits written into a VM's cgroup; zero leaves one
@@ -108,19 +125,74 @@ func CPUShares(weight uint64) uint64 {
 	return s
 }
 
+// memoryLimit is lim's memory limit as the library takes it.
+func (lim CgroupLimits) memoryLimit() (int64, error) {
+	if lim.MemoryMax > math.MaxInt64 {
+		return 0, fmt.Errorf("cgroups: memory limit %d is out of range", lim.MemoryMax)
+	}
+	return int64(lim.MemoryMax), nil
+}
+
+// v2Resources are lim for cgroup2.NewManager: only the controllers a limit
+// needs are enabled.
+func (lim CgroupLimits) v2Resources() (*cgroup2.Resources, error) {
+	res := &cgroup2.Resources{}
+	if lim.CPUWeight > 0 {
+		w := lim.CPUWeight
+		res.CPU = &cgroup2.CPU{Weight: &w}
+	}
+	if lim.MemoryMax > 0 {
+		m, err := lim.memoryLimit()
+		if err != nil {
+			return nil, err
+		}
+		res.Memory = &cgroup2.Memory{Max: &m}
+	}
+	if lim.PidsMax > 0 {
+		res.Pids = &cgroup2.Pids{Max: lim.PidsMax}
+	}
+	return res, nil
+}
+
+// v1Resources are lim for cgroup1.New (the weight as cpu.shares).
+func (lim CgroupLimits) v1Resources() (*specs.LinuxResources, error) {
+	res := &specs.LinuxResources{}
+	if lim.CPUWeight > 0 {
+		s := CPUShares(lim.CPUWeight)
+		res.CPU = &specs.LinuxCPU{Shares: &s}
+	}
+	if lim.MemoryMax > 0 {
+		m, err := lim.memoryLimit()
+		if err != nil {
+			return nil, err
+		}
+		res.Memory = &specs.LinuxMemory{Limit: &m}
+	}
+	if lim.PidsMax > 0 {
+		p := lim.PidsMax
+		res.Pids = &specs.LinuxPids{Limit: &p}
+	}
+	return res, nil
+}
+
 // Cgroup is one VM's cgroup: one directory on v2, one per controller on v1.
 type Cgroup struct {
 	Name string     // the VM
-	Mode CgroupMode // the layout it was created in
+	Mode CgroupMode // the layout it was created in (CgroupUnified for a v2 one)
 	Path string     // the cgroup path inside each hierarchy ("/pmvm/web1")
 	// Dirs maps each controller ("" on v2) to the directory of the cgroup.
 	Dirs map[string]string
-	// created are the directories NewCgroup made, deepest last.
+
+	v2 *cgroup2.Manager
+	v1 cgroup1.Cgroup
+	// created are the directories that did not exist before NewCgroup
+	// (the cgroup's own and its parents'), outermost first: the library
+	// removes the cgroup, not the parents it made for it.
 	created []string
 }
 
 // v1Controllers are the v1 hierarchies a VM cgroup is created in.
-var v1Controllers = []string{"cpu", "memory", "pids"}
+var v1Controllers = []cgroup1.Name{cgroup1.Cpu, cgroup1.Memory, cgroup1.Pids}
 
 // NewCgroup creates (or reuses, if it exists and holds no process) the
 // cgroup of VM name under parent and writes lim into it. parent "" means
@@ -128,178 +200,196 @@ var v1Controllers = []string{"cpu", "memory", "pids"}
 // under the cgroup this process runs in. The VM's cgroup is
 // parent/<name>.scope on v2 and parent/<name> on v1.
 func NewCgroup(name, parent string, lim CgroupLimits) (*Cgroup, error) {
-	mode := DetectCgroupMode()
-	if mode == CgroupUnavailable {
+	switch mode := DetectCgroupMode(); mode {
+	case CgroupUnavailable:
 		return nil, errors.New("cgroups: no cgroup filesystem at /sys/fs/cgroup; mount one, or set [limits] cgroups = false in the host config")
+	case CgroupUnified:
+		return newCgroupV2(name, v2Mountpoint(mode), parent, lim)
+	default:
+		return newCgroupV1(name, mode, parent, lim)
 	}
-	mounts, err := cgroupMounts()
+}
+
+// v2Group is the cgroup v2 group path of VM name under parent.
+func v2Group(name, parent string) (string, error) {
+	if parent == "" {
+		parent = "/pmvm.slice"
+	}
+	leaf := path.Join(parent, name+".scope")
+	if strings.HasPrefix(parent, "/") {
+		return leaf, nil
+	}
+	g, err := cgroup2.NestedGroupPath(leaf)
+	if err != nil {
+		return "", fmt.Errorf("cgroups: this process's cgroup v2 path, which the relative cgroup_parent %q is under: %w", parent, err)
+	}
+	return g, nil
+}
+
+// newCgroupV2 creates VM name's cgroup in the v2 hierarchy at mountpoint.
+func newCgroupV2(name, mountpoint, parent string, lim CgroupLimits) (*Cgroup, error) {
+	group, err := v2Group(name, parent)
 	if err != nil {
 		return nil, err
 	}
-	own, err := ownCgroups()
+	if err := cgroup2.VerifyGroupPath(group); err != nil {
+		return nil, fmt.Errorf("cgroups: %q: %w", group, err)
+	}
+	res, err := lim.v2Resources()
 	if err != nil {
 		return nil, err
 	}
-	c := &Cgroup{Name: name, Mode: mode, Dirs: map[string]string{}}
-	if mode == CgroupUnified {
-		err = c.createV2(mounts, own, parent, lim)
-	} else {
-		err = c.createV1(mounts, own, parent, lim)
-	}
+	mgr, err := cgroup2.Load(group, cgroup2.WithMountpoint(mountpoint))
 	if err != nil {
-		c.Delete()
+		return nil, fmt.Errorf("cgroups: %w", err)
+	}
+	// NewManager enables the controllers from the root down; say which
+	// one is missing rather than "no such file" from subtree_control.
+	if need := res.EnabledControllers(); len(need) > 0 {
+		avail, err := mgr.RootControllers()
+		if err != nil {
+			return nil, fmt.Errorf("cgroups: %w", err)
+		}
+		for _, ctl := range need {
+			if !slices.Contains(avail, ctl) {
+				return nil, fmt.Errorf("cgroups: controller %q is not available in %s (cgroup.controllers: %q); a limit needs it", ctl, mountpoint, strings.Join(avail, " "))
+			}
+		}
+	}
+	dir := filepath.Join(mountpoint, group)
+	c := &Cgroup{Name: name, Mode: CgroupUnified, Path: group, Dirs: map[string]string{"": dir}}
+	if err := refuseBusy(dir, func() ([]uint64, error) { return mgr.Procs(false) }); err != nil {
 		return nil, err
+	}
+	c.created = missingDirs(mountpoint, dir)
+	c.v2, err = cgroup2.NewManager(mountpoint, group, res)
+	if err != nil {
+		c.removeCreated()
+		if errors.Is(err, unix.EBUSY) {
+			err = fmt.Errorf("%w (a cgroup v2 directory with processes in it cannot enable controllers for its children: choose another cgroup_parent)", err)
+		}
+		return nil, fmt.Errorf("cgroups: create %s: %w", dir, err)
 	}
 	return c, nil
 }
 
-func (c *Cgroup) createV2(mounts *mountSet, own map[string]string, parent string, lim CgroupLimits) error {
-	m := mounts.v2
-	if m == nil {
-		return errors.New("cgroups: cgroup v2 is not mounted")
-	}
-	if parent == "" {
-		parent = "/pmvm.slice"
-	}
-	cgParent := resolveParent(parent, own[""])
-	c.Path = path.Join(cgParent, c.Name+".scope")
-	dir, err := m.dir(c.Path)
-	if err != nil {
-		return err
-	}
-	// Enable the controllers the limits need at every level from the
-	// mount's root down to the parent, then create the leaf.
-	need := []string{}
-	if lim.CPUWeight > 0 {
-		need = append(need, "cpu")
-	}
-	if lim.MemoryMax > 0 {
-		need = append(need, "memory")
-	}
-	if lim.PidsMax > 0 {
-		need = append(need, "pids")
-	}
-	parentDir, _ := m.dir(cgParent)
-	if err := c.mkdirs(m.mountpoint, parentDir); err != nil {
-		return err
-	}
-	levels := []string{m.mountpoint}
-	if rel, err := filepath.Rel(m.mountpoint, parentDir); err == nil && rel != "." {
-		d := m.mountpoint
-		for _, part := range strings.Split(rel, "/") {
-			d = filepath.Join(d, part)
-			levels = append(levels, d)
-		}
-	}
-	for _, d := range levels {
-		if len(need) == 0 {
-			break
-		}
-		avail, _ := os.ReadFile(filepath.Join(d, "cgroup.controllers"))
-		for _, ctl := range need {
-			if !hasWord(string(avail), ctl) {
-				return fmt.Errorf("cgroups: controller %q is not available in %s (cgroup.controllers: %q); a limit needs it", ctl, d, strings.TrimSpace(string(avail)))
-			}
-			if err := writeFile(filepath.Join(d, "cgroup.subtree_control"), "+"+ctl); err != nil {
-				return fmt.Errorf("cgroups: enable %s for the children of %s: %w (a cgroup v2 directory with processes in it cannot enable controllers: choose another cgroup_parent)", ctl, d, err)
-			}
-		}
-	}
-	if err := c.mkdirs(parentDir, dir); err != nil {
-		return err
-	}
-	if err := checkEmpty(dir); err != nil {
-		return err
-	}
-	c.Dirs[""] = dir
-	var errs []error
-	if lim.CPUWeight > 0 {
-		errs = append(errs, writeFile(filepath.Join(dir, "cpu.weight"), strconv.FormatUint(lim.CPUWeight, 10)))
-	}
-	if lim.MemoryMax > 0 {
-		errs = append(errs, writeFile(filepath.Join(dir, "memory.max"), strconv.FormatUint(lim.MemoryMax, 10)))
-	}
-	if lim.PidsMax > 0 {
-		errs = append(errs, writeFile(filepath.Join(dir, "pids.max"), strconv.FormatInt(lim.PidsMax, 10)))
-	}
-	return errors.Join(errs...)
-}
-
-func (c *Cgroup) createV1(mounts *mountSet, own map[string]string, parent string, lim CgroupLimits) error {
+// v1Path is the cgroup v1 path of VM name under parent, per controller.
+func v1Path(name, parent string) cgroup1.Path {
 	if parent == "" {
 		parent = "/pmvm"
 	}
-	needs := map[string]bool{"cpu": lim.CPUWeight > 0, "memory": lim.MemoryMax > 0, "pids": lim.PidsMax > 0}
+	leaf := path.Join(parent, name)
+	if strings.HasPrefix(parent, "/") {
+		return cgroup1.StaticPath(leaf)
+	}
+	return cgroup1.NestedPath(leaf)
+}
+
+// v1Subsystems are the hierarchies of v1Controllers mounted on this host.
+func v1Subsystems() ([]cgroup1.Subsystem, error) {
+	all, err := cgroup1.Default()
+	if err != nil {
+		return nil, fmt.Errorf("cgroups: %w", err)
+	}
+	var subs []cgroup1.Subsystem
+	for _, s := range all {
+		if slices.Contains(v1Controllers, s.Name()) {
+			subs = append(subs, s)
+		}
+	}
+	return subs, nil
+}
+
+// subsystemDir is the directory of cgroup path p in subsystem s.
+func subsystemDir(s cgroup1.Subsystem, p string) (string, bool) {
+	ps, ok := s.(interface{ Path(string) string })
+	if !ok {
+		return "", false
+	}
+	return ps.Path(p), true
+}
+
+// newCgroupV1 creates VM name's cgroup in the v1 cpu, memory and pids
+// hierarchies.
+func newCgroupV1(name string, mode CgroupMode, parent string, lim CgroupLimits) (*Cgroup, error) {
+	res, err := lim.v1Resources()
+	if err != nil {
+		return nil, err
+	}
+	subs, err := v1Subsystems()
+	if err != nil {
+		return nil, err
+	}
+	needs := map[cgroup1.Name]bool{cgroup1.Cpu: lim.CPUWeight > 0, cgroup1.Memory: lim.MemoryMax > 0, cgroup1.Pids: lim.PidsMax > 0}
 	var errs []error
 	for _, ctl := range v1Controllers {
-		m := mounts.v1[ctl]
-		if m == nil {
-			if needs[ctl] {
-				errs = append(errs, fmt.Errorf("cgroups: the v1 %s controller is not mounted; a limit needs it", ctl))
-			}
-			continue
-		}
-		cgPath := path.Join(resolveParent(parent, own[ctl]), c.Name)
-		if c.Path == "" {
-			c.Path = cgPath
-		}
-		dir, err := m.dir(cgPath)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if err := c.mkdirs(m.mountpoint, dir); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if err := checkEmpty(dir); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		c.Dirs[ctl] = dir
-		switch {
-		case ctl == "cpu" && lim.CPUWeight > 0:
-			errs = append(errs, writeFile(filepath.Join(dir, "cpu.shares"), strconv.FormatUint(CPUShares(lim.CPUWeight), 10)))
-		case ctl == "memory" && lim.MemoryMax > 0:
-			errs = append(errs, writeFile(filepath.Join(dir, "memory.limit_in_bytes"), strconv.FormatUint(lim.MemoryMax, 10)))
-		case ctl == "pids" && lim.PidsMax > 0:
-			errs = append(errs, writeFile(filepath.Join(dir, "pids.max"), strconv.FormatInt(lim.PidsMax, 10)))
+		if needs[ctl] && !slices.ContainsFunc(subs, func(s cgroup1.Subsystem) bool { return s.Name() == ctl }) {
+			errs = append(errs, fmt.Errorf("cgroups: the v1 %s controller is not mounted; a limit needs it", ctl))
 		}
 	}
-	if len(c.Dirs) == 0 && len(errs) == 0 {
+	if len(subs) == 0 && len(errs) == 0 {
 		errs = append(errs, errors.New("cgroups: none of the v1 cpu, memory, pids controllers is mounted"))
 	}
-	return errors.Join(errs...)
-}
-
-// mkdirs creates every directory from below base down to dir, recording
-// the ones it made.
-func (c *Cgroup) mkdirs(base, dir string) error {
-	rel, err := filepath.Rel(base, dir)
-	if err != nil || rel == "." {
-		return err
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
 	}
-	d := base
-	for _, part := range strings.Split(rel, "/") {
-		d = filepath.Join(d, part)
-		err := os.Mkdir(d, 0o755)
-		switch {
-		case err == nil:
-			c.created = append(c.created, d)
-		case errors.Is(err, os.ErrExist):
-		default:
-			return fmt.Errorf("cgroups: %w", err)
+	hierarchy := cgroup1.WithHierarchy(func() ([]cgroup1.Subsystem, error) { return subs, nil })
+
+	cgPath := v1Path(name, parent)
+	c := &Cgroup{Name: name, Mode: mode, Dirs: map[string]string{}}
+	for _, s := range subs {
+		p, err := cgPath(s.Name())
+		if err != nil {
+			return nil, fmt.Errorf("cgroups: the %s cgroup path of %s: %w", s.Name(), name, err)
 		}
+		dir, ok := subsystemDir(s, p)
+		if !ok {
+			continue
+		}
+		if c.Path == "" {
+			c.Path = p
+		}
+		c.Dirs[string(s.Name())] = dir
+		root, _ := subsystemDir(s, "/")
+		c.created = append(c.created, missingDirs(root, dir)...)
 	}
-	return nil
+	// A cgroup of that name holding processes belongs to a VM that runs.
+	if old, err := cgroup1.Load(cgPath, hierarchy); err == nil {
+		for _, s := range old.Subsystems() {
+			procs, err := old.Processes(s.Name(), false)
+			dir := c.Dirs[string(s.Name())]
+			if err := refuseBusy(dir, func() ([]uint64, error) { return v1Pids(procs), err }); err != nil {
+				return nil, err
+			}
+		}
+	} else if !errors.Is(err, cgroup1.ErrCgroupDeleted) {
+		return nil, fmt.Errorf("cgroups: %w", err)
+	}
+	c.v1, err = cgroup1.New(cgPath, res, hierarchy)
+	if err != nil {
+		c.removeCreated()
+		return nil, fmt.Errorf("cgroups: create %s: %w", c, err)
+	}
+	return c, nil
 }
 
-// checkEmpty refuses to reuse a cgroup that holds processes: they belong
-// to a VM of the same name that still runs.
-func checkEmpty(dir string) error {
-	pids, err := readPids(filepath.Join(dir, "cgroup.procs"))
+func v1Pids(procs []cgroup1.Process) []uint64 {
+	pids := make([]uint64, 0, len(procs))
+	for _, p := range procs {
+		pids = append(pids, uint64(p.Pid))
+	}
+	return pids
+}
+
+// refuseBusy refuses to reuse cgroup directory dir if procs lists a
+// process in it: it belongs to a VM of the same name that still runs.
+func refuseBusy(dir string, procs func() ([]uint64, error)) error {
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	pids, err := procs()
 	if err != nil {
-		return fmt.Errorf("cgroups: %w", err)
+		return fmt.Errorf("cgroups: %s: %w", dir, err)
 	}
 	if len(pids) > 0 {
 		return fmt.Errorf("cgroups: %s already holds processes %v (is this VM running already?)", dir, pids)
@@ -307,41 +397,98 @@ func checkEmpty(dir string) error {
 	return nil
 }
 
+// missingDirs lists the directories from below base down to dir that do
+// not exist, outermost first.
+func missingDirs(base, dir string) []string {
+	var missing []string
+	for d := dir; d != base && strings.HasPrefix(d, base+"/"); d = filepath.Dir(d) {
+		if _, err := os.Stat(d); err == nil {
+			break
+		}
+		missing = append(missing, d)
+	}
+	slices.Reverse(missing)
+	return missing
+}
+
+// removeCreated removes the directories NewCgroup created that are empty,
+// innermost first; parents shared with other VMs stay (EBUSY).
+func (c *Cgroup) removeCreated() {
+	for i := len(c.created) - 1; i >= 0; i-- {
+		os.Remove(c.created[i])
+	}
+}
+
 // AddProc moves process pid (all its threads) into the cgroup.
 func (c *Cgroup) AddProc(pid int) error {
-	var errs []error
-	for ctl, dir := range c.Dirs {
-		if err := writeFile(filepath.Join(dir, "cgroup.procs"), strconv.Itoa(pid)); err != nil {
-			errs = append(errs, fmt.Errorf("cgroups: add pid %d to %s (%s): %w", pid, dir, ctlName(ctl), err))
-		}
+	var err error
+	switch {
+	case c.v2 != nil:
+		err = c.v2.AddProc(uint64(pid))
+	case c.v1 != nil:
+		err = c.v1.AddProc(uint64(pid))
+	default:
+		err = errors.New("not created")
 	}
-	return errors.Join(errs...)
+	if err != nil {
+		return fmt.Errorf("cgroups: add pid %d to %s: %w", pid, c, err)
+	}
+	return nil
 }
 
 // Procs lists the processes in the cgroup (of its first hierarchy on v1:
 // AddProc puts a process in all of them).
 func (c *Cgroup) Procs() ([]int, error) {
-	for _, ctl := range append([]string{""}, v1Controllers...) {
-		if dir, ok := c.Dirs[ctl]; ok {
-			return readPids(filepath.Join(dir, "cgroup.procs"))
+	var pids []uint64
+	switch {
+	case c.v2 != nil:
+		var err error
+		if pids, err = c.v2.Procs(false); err != nil {
+			return nil, fmt.Errorf("cgroups: %w", err)
 		}
+	case c.v1 != nil:
+		var first cgroup1.Name
+		for _, ctl := range v1Controllers {
+			if _, ok := c.Dirs[string(ctl)]; ok {
+				first = ctl
+				break
+			}
+		}
+		procs, err := c.v1.Processes(first, false)
+		if err != nil {
+			return nil, fmt.Errorf("cgroups: %w", err)
+		}
+		pids = v1Pids(procs)
+	default:
+		return nil, errors.New("cgroups: not created")
 	}
-	return nil, errors.New("cgroups: no directory")
+	out := make([]int, len(pids))
+	for i, p := range pids {
+		out[i] = int(p)
+	}
+	return out, nil
 }
 
 // Delete removes the VM's cgroup (which must hold no process any more) and
-// the parent directories NewCgroup created, if they are empty.
+// the parent directories NewCgroup created, if they are empty. Deleting
+// it again does nothing.
 func (c *Cgroup) Delete() error {
-	var errs []error
-	for ctl, dir := range c.Dirs {
-		if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, fmt.Errorf("cgroups: remove %s (%s): %w", dir, ctlName(ctl), err))
+	var err error
+	switch {
+	case c.v2 != nil:
+		if err = c.v2.Delete(); errors.Is(err, fs.ErrNotExist) {
+			err = nil
+		}
+	case c.v1 != nil:
+		if err = c.v1.Delete(); errors.Is(err, cgroup1.ErrCgroupDeleted) {
+			err = nil
 		}
 	}
-	for i := len(c.created) - 1; i >= 0; i-- {
-		os.Remove(c.created[i]) // parents shared with other VMs stay (EBUSY)
+	if err != nil {
+		return fmt.Errorf("cgroups: remove %s: %w", c, err)
 	}
-	return errors.Join(errs...)
+	c.removeCreated()
+	return nil
 }
 
 // Dir is the cgroup's directory on v2, or of the given v1 controller.
@@ -358,182 +505,9 @@ func (c *Cgroup) String() string {
 	}
 	var parts []string
 	for _, ctl := range v1Controllers {
-		if d, ok := c.Dirs[ctl]; ok {
+		if d, ok := c.Dirs[string(ctl)]; ok {
 			parts = append(parts, d)
 		}
 	}
 	return strings.Join(parts, ", ")
-}
-
-func ctlName(ctl string) string {
-	if ctl == "" {
-		return "v2"
-	}
-	return ctl
-}
-
-// resolveParent makes parent absolute: a relative parent is under own (this
-// process's cgroup path in the hierarchy).
-func resolveParent(parent, own string) string {
-	if strings.HasPrefix(parent, "/") {
-		return path.Clean(parent)
-	}
-	if own == "" {
-		own = "/"
-	}
-	return path.Join(own, parent)
-}
-
-// cgroupMount is one mounted hierarchy.
-type cgroupMount struct {
-	mountpoint string
-	root       string // the cgroup path mounted there ("/" unless in a container)
-}
-
-// dir is the directory of cgroup path cg in this mount.
-func (m *cgroupMount) dir(cg string) (string, error) {
-	rel := cg
-	if m.root != "/" {
-		if cg != m.root && !strings.HasPrefix(cg, m.root+"/") {
-			return "", fmt.Errorf("cgroups: %s is outside the part of the hierarchy mounted at %s (%s)", cg, m.mountpoint, m.root)
-		}
-		rel = strings.TrimPrefix(cg, m.root)
-	}
-	return filepath.Join(m.mountpoint, rel), nil
-}
-
-type mountSet struct {
-	v2 *cgroupMount
-	v1 map[string]*cgroupMount // controller -> mount
-}
-
-// cgroupMounts reads /proc/self/mountinfo for cgroup hierarchies.
-func cgroupMounts() (*mountSet, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, fmt.Errorf("cgroups: %w", err)
-	}
-	defer f.Close()
-	return parseCgroupMounts(f)
-}
-
-func parseCgroupMounts(r io.Reader) (*mountSet, error) {
-	ms := &mountSet{v1: map[string]*cgroupMount{}}
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 4096), 1<<20)
-	for sc.Scan() {
-		// id parent maj:min root mountpoint opts [optional...] - fstype source superopts
-		fields := strings.Fields(sc.Text())
-		sep := -1
-		for i, f := range fields {
-			if f == "-" {
-				sep = i
-				break
-			}
-		}
-		if sep < 5 || sep+3 > len(fields) {
-			continue
-		}
-		fstype := fields[sep+1]
-		m := &cgroupMount{root: unescapeOctal(fields[3]), mountpoint: unescapeOctal(fields[4])}
-		switch fstype {
-		case "cgroup2":
-			if ms.v2 == nil || m.mountpoint == cgroupRoot {
-				ms.v2 = m
-			}
-		case "cgroup":
-			for _, opt := range strings.Split(fields[sep+3], ",") {
-				if _, dup := ms.v1[opt]; !dup {
-					ms.v1[opt] = m
-				}
-			}
-		}
-	}
-	return ms, sc.Err()
-}
-
-// unescapeOctal undoes mountinfo's \040-style escapes.
-func unescapeOctal(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-// ownCgroups reads /proc/self/cgroup: controller -> path ("" is v2).
-func ownCgroups() (map[string]string, error) {
-	b, err := os.ReadFile("/proc/self/cgroup")
-	if err != nil {
-		return nil, fmt.Errorf("cgroups: %w", err)
-	}
-	return parseOwnCgroups(string(b)), nil
-}
-
-func parseOwnCgroups(s string) map[string]string {
-	own := map[string]string{}
-	for _, line := range strings.Split(strings.TrimSpace(s), "\n") {
-		parts := strings.SplitN(line, ":", 3)
-		if len(parts) != 3 {
-			continue
-		}
-		if parts[1] == "" {
-			own[""] = parts[2]
-			continue
-		}
-		for _, ctl := range strings.Split(parts[1], ",") {
-			own[ctl] = parts[2]
-		}
-	}
-	return own
-}
-
-func readPids(file string) ([]int, error) {
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return nil, err
-	}
-	var pids []int
-	for _, f := range strings.Fields(string(b)) {
-		if n, err := strconv.Atoi(f); err == nil {
-			pids = append(pids, n)
-		}
-	}
-	return pids, nil
-}
-
-// writeFile writes one value to a cgroup control file (no O_CREAT, no
-// truncation semantics: cgroup files take one write).
-func writeFile(file, value string) error {
-	f, err := os.OpenFile(file, os.O_WRONLY, 0)
-	if err != nil {
-		return err
-	}
-	_, err = f.WriteString(value)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("write %q to %s: %w", value, file, err)
-	}
-	return nil
-}
-
-func hasWord(s, w string) bool {
-	for _, f := range strings.Fields(s) {
-		if f == w {
-			return true
-		}
-	}
-	return false
 }
