@@ -151,18 +151,23 @@ func (v *VM) setDefaults() {
 
 // Load reads, decodes and validates the config file at path. Every error
 // (syntax, unknown key, each validation problem) starts with path.
-func Load(path string) (*VM, error) {
+func Load(path string) (*VM, error) { return load(path, "config", Decode) }
+
+// load opens path, decodes it with decode and validates the result; every
+// validation problem is prefixed with path. what names the file in errors.
+func load[T interface{ Validate() error }](path, what string, decode func(string, io.Reader) (T, error)) (T, error) {
+	var zero T
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
+		return zero, fmt.Errorf("%s: %w", what, err)
 	}
 	defer f.Close()
-	v, err := Decode(path, f)
+	v, err := decode(path, f)
 	if err != nil {
-		return nil, err
+		return zero, err
 	}
 	if err := v.Validate(); err != nil {
-		return nil, prefixEach(path, err)
+		return zero, prefixEach(path, err)
 	}
 	return v, nil
 }

@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -210,21 +209,7 @@ func DefaultHost() *Host {
 
 // LoadHost reads, decodes and validates the host config at path. Every
 // error starts with path.
-func LoadHost(path string) (*Host, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("host config: %w", err)
-	}
-	defer f.Close()
-	h, err := DecodeHost(path, f)
-	if err != nil {
-		return nil, err
-	}
-	if err := h.Validate(); err != nil {
-		return nil, prefixEach(path, err)
-	}
-	return h, nil
-}
+func LoadHost(path string) (*Host, error) { return load(path, "host config", DecodeHost) }
 
 // DecodeHost strictly decodes a host config from r and applies defaults; it
 // does not validate. Errors are *FileError values as for Decode.

@@ -3,7 +3,6 @@ package vmm
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"os"
 	"path/filepath"
 	"sync"
@@ -15,25 +14,8 @@ import (
 
 	"github.com/pmvm/pmvm/configs"
 	"github.com/pmvm/pmvm/vmm/devices/acpipm"
+	"github.com/pmvm/pmvm/vmm/x86/x86test"
 )
-
-// tinyKernel wraps 64-bit code in the smallest bzImage the boot protocol
-// accepts: the code sits at the 64-bit entry point (0x200 into the
-// protected-mode part).
-func tinyKernel(code []byte) []byte {
-	const setupSects = 4
-	img := make([]byte, (setupSects+1)*512+0x1000)
-	img[0x1f1] = setupSects
-	img[0x201] = 0x6a
-	copy(img[0x202:], "HdrS")
-	binary.LittleEndian.PutUint16(img[0x206:], 0x020f)
-	img[0x211] = 0x01 // LOADED_HIGH
-	img[0x236] = 0x01 // XLF_KERNEL_64
-	binary.LittleEndian.PutUint32(img[0x22c:], 0x7fffffff)
-	binary.LittleEndian.PutUint32(img[0x238:], 2047)
-	copy(img[(setupSects+1)*512+0x200:], code)
-	return img
-}
 
 // helloThenPowerOff prints "pmvm\n" through COM1 the way a driver does
 // (polling LSR.THRE before each byte), then enters S5 through PM1a_CNT.
@@ -93,7 +75,7 @@ func tinyMachine(t *testing.T, code []byte, vcpus int) (*Machine, *syncBuffer) {
 	t.Helper()
 	dir := t.TempDir()
 	kernel := filepath.Join(dir, "bzImage")
-	require.NoError(t, os.WriteFile(kernel, tinyKernel(code), 0o644))
+	require.NoError(t, os.WriteFile(kernel, x86test.BzImage(code), 0o644))
 	cfg := &configs.VM{
 		Name:  "tiny",
 		VCPUs: vcpus,

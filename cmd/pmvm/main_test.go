@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/binary"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pmvm/pmvm/vmm"
+	"github.com/pmvm/pmvm/vmm/x86/x86test"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -45,19 +45,10 @@ socket = %q
 	return path
 }
 
-// tinyKernel is a bzImage whose 64-bit entry runs code.
+// tinyKernel writes a bzImage whose 64-bit entry runs code.
 func tinyKernel(t *testing.T, dir string, code []byte) string {
-	img := make([]byte, 5*512+0x1000)
-	img[0x1f1] = 4
-	img[0x201] = 0x6a
-	copy(img[0x202:], "HdrS")
-	binary.LittleEndian.PutUint16(img[0x206:], 0x020f)
-	img[0x211] = 0x01
-	img[0x236] = 0x01
-	binary.LittleEndian.PutUint32(img[0x238:], 2047)
-	copy(img[5*512+0x200:], code)
 	path := filepath.Join(dir, "bzImage")
-	require.NoError(t, os.WriteFile(path, img, 0o644))
+	require.NoError(t, os.WriteFile(path, x86test.BzImage(code), 0o644))
 	return path
 }
 

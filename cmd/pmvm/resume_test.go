@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"crypto/sha256"
-	"encoding/binary"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -17,40 +16,24 @@ import (
 	"github.com/pmvm/pmvm/vmm"
 	"github.com/pmvm/pmvm/vmm/acpi"
 	"github.com/pmvm/pmvm/vmm/x86"
+	"github.com/pmvm/pmvm/vmm/x86/x86test"
 )
 
-const wakeVector = 0x30000 // real-mode resume code, CS=0x3000 IP=0
+const wakeVector = x86test.WakeVector
 
-// suspendingKernel is a tiny guest that plays the OS's part of S3: it sets
-// the FACS waking vector, leaves a marker in RAM, prints 'S' and enters S3.
+// suspendingKernel writes x86test's self-suspending guest: it sets the FACS
+// waking vector, leaves a marker in RAM, prints 'S' and enters S3.
 func suspendingKernel(t *testing.T, dir string) string {
 	tables, err := acpi.Build(vmm.ACPIConfig(1), x86.ACPITablesAddr)
 	require.NoError(t, err)
-	vecAddr := uint32(tables.FACS + acpi.FACSFirmwareWakingVectorOffset)
-	code := []byte{0xc7, 0x04, 0x25}
-	code = binary.LittleEndian.AppendUint32(code, vecAddr)
-	code = binary.LittleEndian.AppendUint32(code, wakeVector) // mov dword [FACS+12], 0x30000
-	code = append(code,
-		0xc6, 0x04, 0x25, 0x00, 0x00, 0x04, 0x00, 'M', // mov byte [0x40000], 'M'
-		0x66, 0xba, 0xf8, 0x03, 0xb0, 'S', 0xee, // out 'S' to COM1
-		0x66, 0xb8, 0x00, 0x2c, // mov ax, SLP_TYP=3|SLP_EN
-		0x66, 0xba, 0x04, 0x06, 0x66, 0xef, // out to PM1a_CNT
-		0xeb, 0xfe)
-	return tinyKernel(t, dir, code)
+	path := filepath.Join(dir, "bzImage")
+	require.NoError(t, os.WriteFile(path, x86test.SuspendingKernel(tables.FACS), 0o644))
+	return path
 }
 
-// resumeCode runs at the waking vector: it prints 'W', the marker byte left
-// in RAM before the save, and PM1_STS's high byte (WAK_STS = 0x80), then
-// powers off.
-var resumeCode = []byte{
-	0xba, 0xf8, 0x03, 0xb0, 'W', 0xee, // out 'W'
-	0xb8, 0x00, 0x40, 0x8e, 0xd8, // mov ax, 0x4000; mov ds, ax
-	0xa0, 0x00, 0x00, 0xee, // mov al, [0]; out (the marker)
-	0xba, 0x00, 0x06, 0xed, 0x88, 0xe0, // in ax, PM1_STS; mov al, ah
-	0xba, 0xf8, 0x03, 0xee, // out
-	0xba, 0x04, 0x06, 0xb8, 0x00, 0x34, 0xef, // S5
-	0xeb, 0xfe,
-}
+// resumeCode runs at the waking vector: it prints 'W', the marker, and
+// PM1_STS's high byte (WAK_STS = 0x80), then powers off.
+var resumeCode = x86test.ResumeCode
 
 func shmBacking(t *testing.T, suffix string) string {
 	path := fmt.Sprintf("/dev/shm/pmvm-test-%d-%s%s", os.Getpid(), strings.ReplaceAll(t.Name(), "/", "_"), suffix)

@@ -14,69 +14,27 @@ import (
 	"github.com/pmvm/pmvm/vmm"
 	"github.com/pmvm/pmvm/vmm/acpi"
 	"github.com/pmvm/pmvm/vmm/x86"
+	"github.com/pmvm/pmvm/vmm/x86/x86test"
 )
 
-// WakeVector is where the tiny guest's resume code sits: real mode, CS=0x3000 IP=0.
-const WakeVector = 0x30000
+// WakeVector, the outputs and the code come from x86test, shared with the
+// tests that run the same tiny guest.
+const (
+	WakeVector    = x86test.WakeVector
+	ResumeOutput  = x86test.ResumeOutput
+	SuspendOutput = x86test.SuspendOutput
+)
 
-// ResumeOutput is what the resume code prints on COM1: 'W', the marker byte
-// the guest left in RAM before it suspended, and PM1_STS's high byte with
-// WAK_STS (0x80) set.
-const ResumeOutput = "WM\x80"
+var resumeCode = x86test.ResumeCode
 
-// SuspendOutput is what the guest prints before it enters S3.
-const SuspendOutput = "S"
-
-// resumeCode runs at the waking vector: it prints ResumeOutput and powers
-// off (S5). Its first instruction pair is the port write that ends a timed
-// resume.
-var resumeCode = []byte{
-	0xba, 0xf8, 0x03, 0xb0, 'W', 0xee, // mov dx, 0x3f8; mov al, 'W'; out
-	0xb8, 0x00, 0x40, 0x8e, 0xd8, // mov ax, 0x4000; mov ds, ax
-	0xa0, 0x00, 0x00, 0xee, // mov al, [0]; out (the marker at 0x40000)
-	0xba, 0x00, 0x06, 0xed, 0x88, 0xe0, // in ax, PM1_STS; mov al, ah
-	0xba, 0xf8, 0x03, 0xee, // out
-	0xba, 0x04, 0x06, 0xb8, 0x00, 0x34, 0xef, // PM1a_CNT = SLP_TYP 5 | SLP_EN: S5
-	0xeb, 0xfe, // jmp $
-}
-
-// SuspendingKernel returns a bzImage-shaped kernel whose 64-bit entry plays
-// the OS's part of S3: it sets the FACS waking vector to WakeVector, leaves
-// a marker byte 'M' at 0x40000, prints SuspendOutput and writes
-// SLP_TYP=S3|SLP_EN to PM1a_CNT. The resume code itself is put in RAM by
-// CreateBacking (a real OS keeps its resume code in RAM the same way).
+// SuspendingKernel returns x86test's self-suspending kernel for a 1-vCPU
+// machine (the FACS address depends on the vCPU count).
 func SuspendingKernel() ([]byte, error) {
 	tables, err := acpi.Build(vmm.ACPIConfig(1), x86.ACPITablesAddr)
 	if err != nil {
 		return nil, err
 	}
-	vecAddr := uint32(tables.FACS + acpi.FACSFirmwareWakingVectorOffset)
-	code := []byte{0xc7, 0x04, 0x25}
-	code = binary.LittleEndian.AppendUint32(code, vecAddr)
-	code = binary.LittleEndian.AppendUint32(code, WakeVector) // mov dword [FACS+12], WakeVector
-	code = append(code,
-		0xc6, 0x04, 0x25, 0x00, 0x00, 0x04, 0x00, 'M', // mov byte [0x40000], 'M'
-		0x66, 0xba, 0xf8, 0x03, 0xb0, 'S', 0xee, // out 'S' to COM1
-		0x66, 0xb8, 0x00, 0x2c, // mov ax, SLP_TYP=3|SLP_EN
-		0x66, 0xba, 0x04, 0x06, 0x66, 0xef, // out to PM1a_CNT
-		0xeb, 0xfe) // jmp $ (never reached: the vCPU parks)
-	return bzImage(code), nil
-}
-
-// bzImage wraps 64-bit code in the smallest image the boot protocol
-// loader accepts: 4 setup sectors, protocol 2.15, a loaded-high kernel
-// with a 64-bit entry point at +0x200.
-func bzImage(code []byte) []byte {
-	img := make([]byte, 5*512+0x1000)
-	img[0x1f1] = 4                                     // setup_sects
-	img[0x201] = 0x6a                                  // jump (part of the header signature area)
-	copy(img[0x202:], "HdrS")                          // header magic
-	binary.LittleEndian.PutUint16(img[0x206:], 0x020f) // protocol 2.15
-	img[0x211] = 0x01                                  // loadflags: LOADED_HIGH
-	img[0x236] = 0x01                                  // xloadflags: XLF_KERNEL_64
-	binary.LittleEndian.PutUint32(img[0x238:], 2047)   // cmdline_size
-	copy(img[5*512+0x200:], code)                      // startup_64
-	return img
+	return x86test.SuspendingKernel(tables.FACS), nil
 }
 
 // tmpfsMagic is TMPFS_MAGIC from linux/magic.h.
