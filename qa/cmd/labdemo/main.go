@@ -1,8 +1,12 @@
 // Command labdemo builds the lab images and boots the lab host (QEMU TCG with
-// nested KVM) with its console on stdout; pmvm runs the guest inside it.
+// nested KVM) with its console on stdout; pmvm runs guests inside it.
 // It exits non-zero if any step fails. `make demo` runs it.
 //
-//	go run ./qa/cmd/labdemo [-scenario pmvm|kvm|guest|dax|suspend] [-timeout 5m] [-pmvm path]
+//	go run ./qa/cmd/labdemo [-scenario update|pmvm|kvm|guest|dax|suspend] [-timeout 8m] [-pmvm path]
+//
+// update (the default) is the product's story: two VMs on device-dax
+// survive a real kexec of the lab host from Debian's 6.1 kernel into 6.12;
+// it ends with the timeline and each VM's blackout.
 //
 // dax and suspend run TestLabDax's and TestLabSuspendWake's labs and print
 // what their checkers found.
@@ -19,10 +23,14 @@ import (
 )
 
 func main() {
-	scenario := flag.String("scenario", "pmvm", "pmvm: run the guest under pmvm in L1; kvm: only check nested KVM in L1; guest: boot the guest image directly under TCG QEMU; dax: guest RAM on /dev/dax0.0 in L1; suspend: S3 cycles through the guest agent in L1")
-	timeout := flag.Duration("timeout", 5*time.Minute, "overall boot timeout")
+	scenario := flag.String("scenario", "update", "update: two VMs survive a 6.1 -> 6.12 kexec of the lab host; pmvm: run the guest under pmvm in L1; kvm: only check nested KVM in L1; guest: boot the guest image directly under TCG QEMU; dax: guest RAM on /dev/dax0.0 in L1; suspend: S3 cycles through the guest agent in L1")
+	timeout := flag.Duration("timeout", 8*time.Minute, "overall boot timeout")
 	pmvm := flag.String("pmvm", "", "use this static pmvm binary instead of building ./cmd/pmvm")
 	flag.Parse()
+	run := run
+	if *scenario == "update" {
+		run = func(_ string, timeout time.Duration, pmvm string) error { return runUpdate(timeout, pmvm) }
+	}
 	if err := run(*scenario, *timeout, *pmvm); err != nil {
 		fmt.Fprintln(os.Stderr, "labdemo: FAIL:", err)
 		os.Exit(1)
@@ -121,6 +129,57 @@ func run(scenario string, timeout time.Duration, pmvm string) error {
 	}
 	if len(m) > 1 && m[1] != "0" {
 		return fmt.Errorf("%s", m[0])
+	}
+	return nil
+}
+
+// runUpdate boots the kernel-update lab, follows it with the same checker
+// as TestLabKernelUpdate and ends with a summary a newcomer can read.
+func runUpdate(timeout time.Duration, pmvm string) error {
+	logf := func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }
+	l, err := lab.New(logf)
+	if err != nil {
+		return err
+	}
+	seed := uint64(time.Now().UnixNano()) >> 1
+	t0 := time.Now()
+	b, err := l.BuildUpdate(lab.UpdateSpec{Seed: seed, VCPUs: 1, Pmvm: pmvm})
+	if err != nil {
+		return err
+	}
+	logf("labdemo: images built in %v: lab host %s, update to %s", time.Since(t0).Round(time.Millisecond), b.From.Version, b.To.Version)
+	q := lab.UpdateHost(b)
+	q.Timeout = timeout
+	q.Echo = func(s string) { fmt.Println(s) }
+	vm, err := l.Start(q)
+	if err != nil {
+		return err
+	}
+	defer vm.Kill()
+	r, err := lab.CheckUpdateRun(vm, lab.UpdateExpect{From: b.From.Version, To: b.To.Version, VCPUs: b.Spec.VCPUs}, timeout)
+
+	fmt.Println()
+	fmt.Println("==== pmvm host update: summary ====")
+	if r != nil {
+		fmt.Printf("lab host kernel: %s -> %s\n", r.UnameBefore, r.UnameAfter)
+		fmt.Printf("refusal with an unsaveable VM running: pmvm host update exited %d, %d state files written\n", r.RefuseExit, r.RefuseState)
+		fmt.Println("timeline (since the lab host started):")
+		for _, s := range r.Steps {
+			fmt.Printf("  %8v  %s\n", r.At[s].Round(100*time.Millisecond), s)
+		}
+		for _, v := range r.VMs {
+			fmt.Printf("VM %s: blackout %s; same boot_id %s: %v; pattern %s; guest clock %+d s; cgroup %s\n",
+				v.Name, v.Blackout.Round(time.Millisecond), v.BootID, v.Resumed["boot_id"] == v.BootID, v.Verify, v.Skew, v.Cgroup)
+		}
+		for _, p := range append(r.RefusalProblems, r.Problems...) {
+			fmt.Println("PROBLEM:", p)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if r != nil && len(r.Problems)+len(r.RefusalProblems) > 0 {
+		return fmt.Errorf("%d problems (above)", len(r.Problems)+len(r.RefusalProblems))
 	}
 	return nil
 }
