@@ -50,7 +50,6 @@ func TestLabRebootResume(t *testing.T) {
 			faultCases(t, vm)
 		}
 		waitFor(t, vm, `PMVM-LAB pmvm-started pid=\d+ args=/lab/guest.toml --incoming /tmp/labguest.state`, time.Minute)
-		waitFor(t, vm, `\[l2\] .*vCPUs running`, 2*time.Minute)
 		r := fields(waitFor(t, vm, `PMVM-GUEST resumed n=`+itoa(n)+` (.*)`, 2*time.Minute)[1])
 		seen := fields(waitFor(t, vm, `PMVM-LAB resumed-seen n=`+itoa(n)+` (.*)`, time.Minute)[1])
 		checkResume(t, n, r, bootID, time.Unix(atoi(seen["l1-date"]), 0))

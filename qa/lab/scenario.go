@@ -11,8 +11,9 @@ import (
 //
 // pmvm_start CONFIG [ARGS]  runs "pmvm run CONFIG ARGS" in the background;
 //
-//	its stdout and stderr (the guest console and pmvm's log) are appended
-//	to $CONSOLE ($LABTMP/console.log, LABTMP=/tmp) and relayed, line by line and prefixed
+//	its stdout (the guest console) is appended to $CONSOLE
+//	($LABTMP/console.log, LABTMP=/tmp), its stderr (pmvm's log) to
+//	$LABTMP/pmvm.log, and both are relayed, line by line and prefixed
 //	"[l2] ", to the lab host console. Sets PMVM_PID.
 //
 // wait_for ERE SECONDS      polls $CONSOLE (5 times a second) for a line
@@ -64,7 +65,14 @@ pmvm_running() { [ -n "$PMVM_PID" ] && [ ! -e $LABTMP/pmvm.rc ]; }
 pmvm_start() {
 	rm -f $LABTMP/pmvm.pid $LABTMP/pmvm.rc
 	: > "$CONSOLE"
-	( pmvm run "$@" </dev/null & echo $! > $LABTMP/pmvm.pid; wait $!; echo $? > $LABTMP/pmvm.rc ) 2>&1 \
+	: > $LABTMP/pmvm.log
+	# pmvm's own log (stderr) goes to its own file: written a line at a
+	# time, it would otherwise land in the middle of a guest console line,
+	# which the UART writes a byte at a time. Both are relayed.
+	[ -n "$LOG_RELAY" ] && kill $LOG_RELAY 2>/dev/null
+	tail -f $LABTMP/pmvm.log | sed -e 's/^/[l2] /' &
+	LOG_RELAY=$!
+	( pmvm run "$@" </dev/null 2>>$LABTMP/pmvm.log & echo $! > $LABTMP/pmvm.pid; wait $!; echo $? > $LABTMP/pmvm.rc ) \
 		| tee -a "$CONSOLE" | sed -e 's/\r$//' -e 's/^/[l2] /' &
 	_i=0
 	while [ ! -s $LABTMP/pmvm.pid ] && [ $_i -lt 100 ]; do sleep 0.1; _i=$((_i+1)); done
