@@ -280,14 +280,9 @@ func (u *updater) save(v PlanVM, prog *progress) SaveResult {
 		return fail(errors.New(resp.Error))
 	}
 	prog.set(v.Name, "state durable; waiting for pmvm to exit", false)
-	// pmvm exits once it has answered; its control socket goes with it.
-	gone := false
-	for deadline := time.Now().Add(pmvmExitWait); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		if _, err := os.Stat(v.Control); errors.Is(err, os.ErrNotExist) {
-			gone = true
-			break
-		}
-	}
+	// pmvm exits once it has answered; until then it holds the VM's
+	// sockets and memory lock, which a rollback needs.
+	gone := vmm.WaitControlGone(v.Control, pmvmExitWait)
 	if gone {
 		u.tl.Mark(v.Name, StepPMVMExited, "")
 	} else {

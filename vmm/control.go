@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
+	"os"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -179,4 +181,19 @@ func CallControl(path string, req ControlRequest) (ControlResponse, error) {
 		return resp, fmt.Errorf("bad answer from %s: %w", path, err)
 	}
 	return resp, nil
+}
+
+// WaitControlGone waits up to wait for the control socket file at path to
+// vanish after a command that ends pmvm ("save", "stop"). pmvm removes it
+// last, once its agent socket, memory locks and devices are released, so a
+// pmvm started after it is gone finds them free.
+func WaitControlGone(path string, wait time.Duration) bool {
+	for deadline := time.Now().Add(wait); ; time.Sleep(5 * time.Millisecond) {
+		if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
 }

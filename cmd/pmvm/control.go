@@ -159,17 +159,14 @@ func cmdSave(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "pmvm save:", resp.Error)
 		return exitFailure
 	}
-	tl := resp.Timeline
-	// The VMM exits once it has answered; its control socket goes with it.
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if _, err := os.Stat(sock); os.IsNotExist(err) {
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
+	// pmvm exits once it has answered; until then it holds the VM's
+	// sockets and memory lock, which a resume needs.
+	gone := vmm.WaitControlGone(sock, 30*time.Second)
+	if !gone {
+		fmt.Fprintf(stderr, "pmvm save: the state is saved, but pmvm is still running after 30s: wait for it to exit before resuming\n")
 	}
-	if tl != nil {
-		if _, err := os.Stat(sock); os.IsNotExist(err) {
+	if tl := resp.Timeline; tl != nil {
+		if gone {
 			tl.Mark("pmvm exited")
 		}
 		fmt.Fprint(stdout, tl.String())

@@ -191,6 +191,15 @@ func runVM(cfg *configs.VM, log zerolog.Logger, stdout, stderr io.Writer, incomi
 		}
 		resume.Mark("state file and backings checked")
 	}
+	// The control socket goes last: callers take its disappearance to mean
+	// that this pmvm has let go of the agent socket and the guest memory
+	// (defers run in reverse, so this one is registered first).
+	var ctl *vmm.ControlServer
+	defer func() {
+		if ctl != nil {
+			ctl.Close()
+		}
+	}()
 	console, closeConsole, err := openConsole(cfg.Console, stdout)
 	if err != nil {
 		return vmm.OutcomeError, err
@@ -227,7 +236,7 @@ func runVM(cfg *configs.VM, log zerolog.Logger, stdout, stderr io.Writer, incomi
 			log.Warn().Err(err).Msg("guest clock may be off after wake")
 		}
 	})
-	ctl, err := vmm.ServeControl(cfg.Control.Socket, m, log, map[string]vmm.CommandFunc{
+	ctl, err = vmm.ServeControl(cfg.Control.Socket, m, log, map[string]vmm.CommandFunc{
 		"suspend": func(ctx context.Context, _ vmm.ControlRequest) vmm.ControlResponse {
 			if _, err := guestpm.Suspend(ctx, agentMachine{m}, line, log); err != nil {
 				return vmm.ControlResponse{Error: err.Error()}
@@ -242,7 +251,6 @@ func runVM(cfg *configs.VM, log zerolog.Logger, stdout, stderr io.Writer, incomi
 	if err != nil {
 		return vmm.OutcomeError, fmt.Errorf("control socket: %w", err)
 	}
-	defer ctl.Close()
 
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer cancel()
