@@ -15,7 +15,7 @@ import (
 )
 
 // newLab returns a Lab logging to t; a missing QEMU fails the test (never skips).
-func newLab(t *testing.T) *lab.Lab {
+func newLab(t testing.TB) *lab.Lab {
 	t.Helper()
 	l, err := lab.New(t.Logf)
 	if err != nil {
@@ -26,7 +26,7 @@ func newLab(t *testing.T) *lab.Lab {
 
 // start boots q with its console streamed to the test log and makes sure it
 // is dead when the test ends.
-func start(t *testing.T, l *lab.Lab, q lab.QEMU, prefix string) *lab.VM {
+func start(t testing.TB, l *lab.Lab, q lab.QEMU, prefix string) *lab.VM {
 	t.Helper()
 	q.Echo = func(s string) { t.Log(prefix + s) }
 	vm, err := l.Start(q)
@@ -37,11 +37,14 @@ func start(t *testing.T, l *lab.Lab, q lab.QEMU, prefix string) *lab.VM {
 		t.Fatal(err)
 	}
 	t.Cleanup(vm.Kill)
+	if a, ok := t.(*attemptT); ok {
+		a.vms = append(a.vms, vm)
+	}
 	t.Logf("console log: %s", vm.LogPath)
 	return vm
 }
 
-func waitFor(t *testing.T, vm *lab.VM, re string, timeout time.Duration) []string {
+func waitFor(t testing.TB, vm *lab.VM, re string, timeout time.Duration) []string {
 	t.Helper()
 	m, err := vm.WaitFor(regexp.MustCompile(re), timeout)
 	if err != nil {
@@ -51,7 +54,7 @@ func waitFor(t *testing.T, vm *lab.VM, re string, timeout time.Duration) []strin
 }
 
 // guestMarkers waits for the PMVM-GUEST lines of lab.GuestInit and checks them.
-func guestMarkers(t *testing.T, vm *lab.VM, k *lab.Kernel, timeout time.Duration) {
+func guestMarkers(t testing.TB, vm *lab.VM, k *lab.Kernel, timeout time.Duration) {
 	t.Helper()
 	if got := waitFor(t, vm, `PMVM-GUEST uname=(\S+)`, timeout)[1]; got != k.Version {
 		t.Errorf("guest uname -r = %q, want %q (from %s)", got, k.Version, k.Package)
@@ -94,7 +97,9 @@ func TestGuestImageUnderQEMU(t *testing.T) {
 }
 
 // TestLabKVMReady boots the lab host and checks that nested KVM works in it.
-func TestLabKVMReady(t *testing.T) {
+func TestLabKVMReady(t *testing.T) { inLabAttempts(t, testLabKVMReady) }
+
+func testLabKVMReady(t testing.TB) {
 	l := newLab(t)
 	b, err := l.BuildStandard(lab.Standard{NoPmvm: true, Scenario: lab.KVMCheckScenario})
 	if err != nil {
@@ -117,7 +122,9 @@ func TestLabKVMReady(t *testing.T) {
 
 // TestLabBoot is the end-to-end test: pmvm, inside the lab host, boots the
 // Debian 6.1 kernel with 2 vCPUs and 512 MiB and the guest reports back.
-func TestLabBoot(t *testing.T) {
+func TestLabBoot(t *testing.T) { inLabAttempts(t, testLabBoot) }
+
+func testLabBoot(t testing.TB) {
 	const overall = 5 * time.Minute
 	l := newLab(t)
 	t0 := time.Now()

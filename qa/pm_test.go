@@ -139,7 +139,7 @@ func TestGuestAgentUnderQEMU(t *testing.T) {
 }
 
 // checkResume checks a "PMVM-GUEST resumed" line seen at time seen.
-func checkResume(t *testing.T, n int, r map[string]string, bootID string, seen time.Time) {
+func checkResume(t testing.TB, n int, r map[string]string, bootID string, seen time.Time) {
 	t.Helper()
 	if r["boot_id"] != bootID {
 		t.Errorf("resume %d: boot_id %s, want %s", n, r["boot_id"], bootID)
@@ -170,7 +170,9 @@ func tail(vm *lab.VM) string {
 // the guest with its RAM on /dev/dax0.0; the guest writes a marker page
 // and prints its guest-physical address; after the guest powered off, the
 // lab host reads the marker back from the device at that offset.
-func TestLabDax(t *testing.T) {
+func TestLabDax(t *testing.T) { inLabAttempts(t, testLabDax) }
+
+func testLabDax(t testing.TB) {
 	const overall = 5 * time.Minute
 	l := newLab(t)
 	seed := rand.Uint64() >> 1
@@ -216,7 +218,9 @@ var suspendPlan = lab.SuspendPlan{Cycles: 3, RTC: true, NoAgent: true, NoAgentTi
 // alarm, pmvm suspends it and nobody wakes it: the alarm must. Last, with
 // qemu-ga stopped, pmvm suspend must fail within its timeout with a
 // message and the guest keep running.
-func TestLabSuspendWake(t *testing.T) {
+func TestLabSuspendWake(t *testing.T) { inLabAttempts(t, testLabSuspendWake) }
+
+func testLabSuspendWake(t testing.TB) {
 	const overall = 5 * time.Minute
 	l := newLab(t)
 	t0 := time.Now()

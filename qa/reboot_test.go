@@ -21,7 +21,9 @@ import (
 // with other vCPUs and a missing backing are each refused with a message
 // naming the problem, and the device's SHA-256 is the same before and
 // after them: no refusal touched guest memory.
-func TestLabRebootResume(t *testing.T) {
+func TestLabRebootResume(t *testing.T) { inLabAttempts(t, testLabRebootResume) }
+
+func testLabRebootResume(t testing.TB) {
 	const overall = 8 * time.Minute
 	const cycles = 3
 	l := newLab(t)
@@ -71,7 +73,7 @@ func TestLabRebootResume(t *testing.T) {
 }
 
 // faultCases checks the refused resumes after the first save.
-func faultCases(t *testing.T, vm *lab.VM) {
+func faultCases(t testing.TB, vm *lab.VM) {
 	t.Helper()
 	inspect := waitFor(t, vm, `PMVM-LAB inspect-exit=(\d+)`, time.Minute)
 	if inspect[1] != "0" {

@@ -12,7 +12,7 @@ import (
 // UpdateExpect is what CheckUpdateRun holds an update lab run to.
 type UpdateExpect struct {
 	From, To string // uname -r before and after the kexec
-	VCPUs    int    // vCPUs of each carried VM (cpus-online after the resume)
+	VCPUs    int    // vCPUs of each carried VM (cpus-online after the resume; default 1)
 	MaxSkew  int64  // max |guest date - lab host date| after the resume, seconds (default 2)
 }
 
@@ -23,6 +23,7 @@ type UpdateVM struct {
 	ReadyDate    int64  // the guest's date when it was ready (pattern filled)
 	ReadySeen    int64  // the lab host's date when it saw that
 	RefuseStatus []string
+	BootIDAfter  string            // when the guest reported its resume
 	Resumed      map[string]string // the guest's "resumed n=1" fields
 	GuestDate    int64             // the guest's date when it noticed the resume
 	L1Date       int64             // the lab host's date when it saw that line
@@ -132,7 +133,7 @@ func CheckUpdateRun(vm *VM, want UpdateExpect, timeout time.Duration) (*UpdateRu
 		want.MaxSkew = 2
 	}
 	if want.VCPUs == 0 {
-		want.VCPUs = 2
+		want.VCPUs = 1
 	}
 	t0 := time.Now()
 	r := &UpdateRun{At: map[string]time.Duration{}}
@@ -399,6 +400,7 @@ func CheckUpdateRun(vm *VM, want UpdateExpect, timeout time.Duration) (*UpdateRu
 		if b := bootIDRe.FindStringSubmatch(rest); b != nil {
 			got = b[1]
 		}
+		v.BootIDAfter = got
 		if got != v.BootID {
 			bad("VM %s: boot_id %q after the update, %q before: the guest rebooted instead of resuming", name, got, v.BootID)
 		}
@@ -492,13 +494,25 @@ func (r *UpdateRun) Summary() []string {
 		s = append(s, fmt.Sprintf("/dev/%s: namespace %s before, %s after the kexec", d.Name, d.UUIDBefore, d.UUIDAfter))
 	}
 	for _, v := range r.VMs {
-		s = append(s, fmt.Sprintf("VM %s: blackout %s; boot_id %s kept; pattern %s; guest clock %+d s vs the lab host; cgroup %s",
-			v.Name, v.BlackoutText, v.BootID, v.Verify, v.Skew, v.Cgroup))
+		same := "the same before and after: resumed, not rebooted"
+		if v.BootIDAfter != v.BootID {
+			same = fmt.Sprintf("CHANGED to %q", v.BootIDAfter)
+		}
+		s = append(s, fmt.Sprintf("VM %s: blackout %s (save requested -> running on the new kernel); boot_id %s %s; memory pattern %s; guest clock %+d s vs the lab host's; restored into cgroup %s",
+			v.Name, orDash(v.BlackoutText), v.BootID, same, orDash(v.Verify), v.Skew, orDash(v.Cgroup)))
 	}
+	s = append(s, "when (since the lab host started booting):")
 	keys := append([]string(nil), r.Steps...)
 	sort.SliceStable(keys, func(i, j int) bool { return r.At[keys[i]] < r.At[keys[j]] })
 	for _, k := range keys {
 		s = append(s, fmt.Sprintf("  %8s  %s", r.At[k].Round(100*time.Millisecond), k))
+	}
+	return s
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
 	}
 	return s
 }

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/pmvm/pmvm/qa/lab"
@@ -134,7 +135,9 @@ func run(scenario string, timeout time.Duration, pmvm string) error {
 }
 
 // runUpdate boots the kernel-update lab, follows it with the same checker
-// as TestLabKernelUpdate and ends with a summary a newcomer can read.
+// as TestLabKernelUpdate and ends with what a newcomer wants to see: the
+// update's timeline across the kexec with each VM's blackout, as pmvm host
+// restore printed it on the new kernel, and a summary of what was checked.
 func runUpdate(timeout time.Duration, pmvm string) error {
 	logf := func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }
 	l, err := lab.New(logf)
@@ -143,11 +146,12 @@ func runUpdate(timeout time.Duration, pmvm string) error {
 	}
 	seed := uint64(time.Now().UnixNano()) >> 1
 	t0 := time.Now()
-	b, err := l.BuildUpdate(lab.UpdateSpec{Seed: seed, VCPUs: 1, Pmvm: pmvm})
+	b, err := l.BuildUpdate(lab.UpdateSpec{Seed: seed, Pmvm: pmvm})
 	if err != nil {
 		return err
 	}
-	logf("labdemo: images built in %v: lab host %s, update to %s", time.Since(t0).Round(time.Millisecond), b.From.Version, b.To.Version)
+	logf("labdemo: images built in %v: the lab host boots %s; pmvm host update will kexec it into %s",
+		time.Since(t0).Round(time.Millisecond), b.From.Version, b.To.Version)
 	q := lab.UpdateHost(b)
 	q.Timeout = timeout
 	q.Echo = func(s string) { fmt.Println(s) }
@@ -157,29 +161,40 @@ func runUpdate(timeout time.Duration, pmvm string) error {
 	}
 	defer vm.Kill()
 	r, err := lab.CheckUpdateRun(vm, lab.UpdateExpect{From: b.From.Version, To: b.To.Version, VCPUs: b.Spec.VCPUs}, timeout)
+	if err == nil {
+		err = vm.Wait(time.Minute)
+	}
 
+	rule := strings.Repeat("=", 78)
 	fmt.Println()
-	fmt.Println("==== pmvm host update: summary ====")
-	if r != nil {
-		fmt.Printf("lab host kernel: %s -> %s\n", r.UnameBefore, r.UnameAfter)
-		fmt.Printf("refusal with an unsaveable VM running: pmvm host update exited %d, %d state files written\n", r.RefuseExit, r.RefuseState)
-		fmt.Println("timeline (since the lab host started):")
-		for _, s := range r.Steps {
-			fmt.Printf("  %8v  %s\n", r.At[s].Round(100*time.Millisecond), s)
+	fmt.Println(rule)
+	if tl := r.UpdateTimeline(); len(tl) > 0 {
+		fmt.Println("The host update, as `pmvm host restore` printed it on the new kernel")
+		fmt.Println("(the steps before the kexec come from state_dir/update-timeline.json):")
+		fmt.Println()
+		for _, l := range tl {
+			fmt.Println("  " + l)
 		}
-		for _, v := range r.VMs {
-			fmt.Printf("VM %s: blackout %s; same boot_id %s: %v; pattern %s; guest clock %+d s; cgroup %s\n",
-				v.Name, v.Blackout.Round(time.Millisecond), v.BootID, v.Resumed["boot_id"] == v.BootID, v.Verify, v.Skew, v.Cgroup)
-		}
-		for _, p := range append(r.RefusalProblems, r.Problems...) {
-			fmt.Println("PROBLEM:", p)
-		}
+		fmt.Println()
+	}
+	fmt.Println("What the lab checked:")
+	for _, l := range r.Summary() {
+		fmt.Println("  " + l)
+	}
+	fmt.Println(rule)
+	problems := append(append([]string(nil), r.RefusalProblems...), r.Problems...)
+	for _, p := range problems {
+		fmt.Println("PROBLEM:", p)
 	}
 	if err != nil {
+		if trouble := lab.HostTrouble(vm.Lines()); len(trouble) > 0 {
+			logf("labdemo: the lab host's own kernel panicked or froze; nested SVM under QEMU TCG does that by itself now and then (see lab.HostTrouble), so run it again:\n\t%s",
+				strings.Join(trouble, "\n\t"))
+		}
 		return err
 	}
-	if r != nil && len(r.Problems)+len(r.RefusalProblems) > 0 {
-		return fmt.Errorf("%d problems (above)", len(r.Problems)+len(r.RefusalProblems))
+	if len(problems) > 0 {
+		return fmt.Errorf("%d problems (above)", len(problems))
 	}
 	return nil
 }
