@@ -62,7 +62,8 @@ type Host struct {
 	// PMVM_RUNTIME_DIR).
 	RuntimeDir string `toml:"runtime_dir"`
 	// LogDir receives host.log (the update and restore log) and, for each
-	// restored VM, <name>.log (the output of its pmvm run).
+	// restored VM, <name>.log (its pmvm run's log) and, when its console
+	// goes to stdout, <name>.console.log.
 	LogDir string `toml:"log_dir"`
 	// SaveTimeout bounds one VM's suspend and save; RestoreTimeout bounds
 	// the wait for a restored VM to run again.

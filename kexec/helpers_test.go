@@ -40,8 +40,12 @@ func fakePMVMCommand(t *testing.T) []string {
 	return []string{"/usr/bin/env", fakePMVMEnv + "=1", exe}
 }
 
+// fakeConsoleLine is what fakePMVM's guest prints on its console.
+const fakeConsoleLine = "fake guest: resumed"
+
 // fakePMVM plays `pmvm run CONFIG --incoming STATE` for restore tests: it
-// records its arguments in CONFIG.args, prints the resume marker and
+// records its arguments in CONFIG.args, prints a guest console line on
+// stdout and the resume marker on stderr, and
 // answers status "running" on the config's control socket until "stop".
 // If CONFIG.fail exists it prints its content and exits 1 at once, like a
 // pmvm that refuses the state file.
@@ -72,6 +76,7 @@ func fakePMVM(args []string) int {
 	}
 	defer os.Remove(cfg.Control.Socket)
 	since := time.Now()
+	fmt.Fprintln(os.Stdout, fakeConsoleLine)
 	fmt.Fprintf(os.Stderr, "resume timeline:\n  %s\n", resumedMarker)
 	for {
 		c, err := ln.Accept()
@@ -260,7 +265,7 @@ name = "ram0"
 size = "64MiB"
 %s
 [console]
-output = "none"
+output = "stdout"
 [agent]
 socket = %q
 [control]

@@ -309,8 +309,8 @@ func fsName(t int64) string {
 		return "tmpfs"
 	case unix.RAMFS_MAGIC:
 		return "ramfs"
-	case unix.EXT4_SUPER_MAGIC:
-		return "ext4"
+	case unix.EXT4_SUPER_MAGIC: // ext2 and ext3 share it
+		return "ext2/3/4"
 	case unix.XFS_SUPER_MAGIC:
 		return "xfs"
 	case unix.BTRFS_SUPER_MAGIC:

@@ -38,7 +38,8 @@ type RestoreResult struct {
 	StateFile string
 	Config    string
 	MovedTo   string // the state file's new name once the VM runs
-	LogFile   string // the output of its pmvm run
+	LogFile   string // its pmvm run's log (stderr)
+	Console   string // the guest console, when the VM's config sends it to stdout
 	Cgroup    string
 	PID       int
 	Started   time.Time     // pmvm run --incoming started
@@ -313,6 +314,17 @@ func (r *restorer) restoreVM(ctx context.Context, name, cfgPath string, cfg *con
 	logStart, _ := logf.Seek(0, io.SeekEnd)
 	argv := append(append([]string{}, r.pmvm...), "run", cfgPath, "--incoming", statePath)
 	fmt.Fprintf(logf, "=== %s pmvm host restore: %s\n", time.Now().Format(time.RFC3339Nano), strings.Join(argv, " "))
+	// A console on stdout gets a file of its own: the UART writes a byte
+	// at a time and pmvm's log lines would land in the middle of the
+	// guest's.
+	var consolef *os.File
+	if cfg.Console.Output == "" || cfg.Console.Output == configs.ConsoleStdout {
+		res.Console = filepath.Join(r.host.LogDir, name+".console.log")
+		if consolef, err = os.OpenFile(res.Console, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640); err != nil {
+			return fail(fmt.Errorf("console file: %w", err))
+		}
+		defer consolef.Close()
+	}
 
 	var cg *Cgroup
 	if r.host.Limits.CgroupsEnabled() {
@@ -325,7 +337,10 @@ func (r *restorer) restoreVM(ctx context.Context, name, cfgPath string, cfg *con
 
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = "/"
-	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Stderr = logf
+	if consolef != nil {
+		cmd.Stdout = consolef
+	}
 	cmd.Env = append(os.Environ(), "PMVM_RUNTIME_DIR="+r.host.RuntimeDir)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := startInCgroup(cmd, cg); err != nil {
@@ -517,6 +532,9 @@ func printRestore(w io.Writer, results []RestoreResult) {
 			continue
 		}
 		fmt.Fprintf(&b, "%s: running (pid %d) %s after pmvm started; state file moved to %s; log %s", res.VM, res.PID, fmtDur(res.Took), res.MovedTo, res.LogFile)
+		if res.Console != "" {
+			fmt.Fprintf(&b, "; console %s", res.Console)
+		}
 		if res.Cgroup != "" {
 			fmt.Fprintf(&b, "; cgroup %s", res.Cgroup)
 		}

@@ -29,7 +29,8 @@ func writeState(t *testing.T, path, name string) {
 // 1; the error quotes its log), a VM that is already running (no second
 // pmvm is started on its memory). A file named *.state that is not a state
 // file is ignored; files not named *.state are not looked at. The good VM
-// is restored; the timeline stays in place for a retry.
+// is restored, its console and pmvm log in separate files; the timeline
+// stays in place for a retry.
 func TestRestoreFailuresLeaveStateFilesAlone(t *testing.T) {
 	root := t.TempDir()
 	h := testHost(t, root)
@@ -65,6 +66,16 @@ func TestRestoreFailuresLeaveStateFilesAlone(t *testing.T) {
 	args, aerr := os.ReadFile(goodCfg + ".args")
 	require.NoError(t, aerr)
 	assert.Contains(t, string(args), "run "+goodCfg+" --incoming "+h.StatePath("good"))
+	// The guest console (stdout) and pmvm's log (stderr) go to files of
+	// their own: interleaved, a log line could split a console line.
+	if assert.NotEmpty(t, res["good"].Console) {
+		console, _ := os.ReadFile(res["good"].Console)
+		assert.Contains(t, string(console), fakeConsoleLine)
+		assert.NotContains(t, string(console), resumedMarker)
+	}
+	pmvmLog, _ := os.ReadFile(res["good"].LogFile)
+	assert.Contains(t, string(pmvmLog), resumedMarker)
+	assert.NotContains(t, string(pmvmLog), fakeConsoleLine)
 
 	assert.ErrorContains(t, res["orphan"].Err, `no config in `+h.VMDir+` names VM "orphan"`)
 	assert.ErrorContains(t, res["refused"].Err, "exited (status 1) before its VM reported running")

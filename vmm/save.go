@@ -3,8 +3,12 @@ package vmm
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/pmvm/pmvm/configs"
 	"github.com/pmvm/pmvm/pmem"
@@ -52,6 +56,23 @@ type machineRecord struct {
 type clockRecord struct {
 	KVMClockNs   uint64 `json:"kvmclock_ns"`
 	HostUnixNano int64  `json:"host_unix_ns"`
+}
+
+// CheckSaveable says whether this VM could be saved to path, before anything
+// is done to the guest: a refusal found after suspending it would leave a
+// guest stopped for nothing.
+func (m *Machine) CheckSaveable(path string) error {
+	if m.cfg.RunMode() != configs.ModeReboot {
+		return fmt.Errorf("VM %q is in mode %q: only mode \"reboot\" VMs are saved to a state file (its memory must survive pmvm and the host); the guest was not suspended", m.cfg.Name, m.cfg.RunMode())
+	}
+	dir := filepath.Dir(path)
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return fmt.Errorf("state file directory %s does not exist or is not a directory: create it first; the guest was not suspended", dir)
+	}
+	if err := unix.Access(dir, unix.W_OK); err != nil {
+		return fmt.Errorf("state file directory %s is not writable (%v); the guest was not suspended", dir, err)
+	}
+	return nil
 }
 
 // SaveState writes the suspended machine's state to path (atomically and

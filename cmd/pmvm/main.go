@@ -294,15 +294,30 @@ func save(ctx context.Context, m *vmm.Machine, line agentLine, log zerolog.Logge
 	if !filepath.IsAbs(path) {
 		return vmm.ControlResponse{Error: fmt.Sprintf("state file path %q must be absolute: pmvm runs in its own directory", path)}
 	}
+	if err := m.CheckSaveable(path); err != nil {
+		return vmm.ControlResponse{Error: err.Error()}
+	}
 	tl := vmm.NewTimeline("save", "save requested", time.Now())
+	suspendedHere := false
 	if m.RunState() == vmm.StateRunning {
 		if _, err := guestpm.Suspend(ctx, agentMachine{m}, line, log); err != nil {
 			return vmm.ControlResponse{Error: err.Error(), Timeline: tl}
 		}
+		suspendedHere = true
 		tl.Mark("guest in S3")
 	}
 	if err := m.SaveState(path, version); err != nil {
-		return vmm.ControlResponse{Error: err.Error(), Timeline: tl}
+		msg := err.Error()
+		if suspendedHere {
+			// This save suspended the guest; it must not stay stopped for
+			// a save that did not happen.
+			if werr := m.Wake("save failed"); werr != nil {
+				msg += fmt.Sprintf("; waking the guest again failed too (%v): pmvm wakeup it", werr)
+			} else {
+				msg += "; the guest was woken again"
+			}
+		}
+		return vmm.ControlResponse{Error: msg, Timeline: tl}
 	}
 	tl.Mark("state durable")
 	tl.Log(log)

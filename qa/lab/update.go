@@ -562,12 +562,15 @@ restore_phase() {
 	sed 's/^/PMVM-LAB update: /' $UPDATE_OUT
 	lab "update-output-end lines=$(wc -l < $UPDATE_OUT)"
 	[ $RC = 0 ] || fail "pmvm host restore exited $RC"
+	# pmvm host restore gives each VM's pmvm log and guest console a file
+	# of its own in log_dir; both are relayed.
 	for v in $VMS; do
-		tail -n +1 -f $LOG_DIR/$v.log | sed -e 's/\r$//' -e "s/^/[$v] /" &
-		vm_watch resumed $v $LOG_DIR/$v.log 300 'PMVM-GUEST resumed n=1 '
+		tail -n +1 -f $LOG_DIR/$v.log | sed -e "s/^/[$v] pmvm: /" &
+		tail -n +1 -f $LOG_DIR/$v.console.log | sed -e 's/\r$//' -e "s/^/[$v] /" &
+		vm_watch resumed $v $LOG_DIR/$v.console.log 300 'PMVM-GUEST resumed n=1 '
 	done
 	joined "a guest did not report its resume after pmvm host restore"
-	for v in $VMS; do vm_watch verified $v $LOG_DIR/$v.log 600 'PMVM-GUEST pattern-verify [A-Za-z]+ .*round=1 '; done
+	for v in $VMS; do vm_watch verified $v $LOG_DIR/$v.console.log 600 'PMVM-GUEST pattern-verify [A-Za-z]+ .*round=1 '; done
 	joined "a guest's pattern check did not finish"
 	for p in $(pidof pmvm); do
 		lab "proc pid=$p config=$(tr '\0' '\n' < /proc/$p/cmdline | sed -n 3p) cgroup=$(sed -n 's/^0:://p' /proc/$p/cgroup)"
