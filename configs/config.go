@@ -66,6 +66,72 @@ type VM struct {
 	Console Console  `toml:"console"`
 	Agent   Agent    `toml:"agent"`
 	Control Control  `toml:"control"`
+	// Limits are this VM's cgroup limits; each one left out (zero) is the
+	// host config's [limits] default.
+	Limits VMLimits `toml:"limits"`
+}
+
+// VMLimits are the limits of one VM's cgroup, in a VM config's [limits]
+// and, as defaults for every VM, in the host config's. Zero leaves a limit
+// unset.
+type VMLimits struct {
+	// CPUWeight is the cgroup v2 cpu.weight, 1..10000 (100 is the kernel's
+	// default). On cgroup v1 it becomes cpu.shares = weight * 1024 / 100.
+	CPUWeight uint64 `toml:"cpu_weight"`
+	// VMMMemoryOverhead, when set, limits the VM's memory to its guest RAM
+	// plus this much (memory.max / memory.limit_in_bytes). Whether guest RAM
+	// is charged at all depends on its backing: tmpfs and memfd pages are
+	// charged to the cgroup that first touched them, device-dax and fsdax
+	// are not page cache and are not charged, hugetlbfs pages go to the
+	// hugetlb controller. The limit is therefore an upper bound.
+	VMMMemoryOverhead Size `toml:"vmm_memory_overhead"`
+	// Pids is pids.max: tasks, i.e. threads. pmvm runs one thread per vCPU
+	// plus PidsHeadroom of its own.
+	Pids int64 `toml:"pids"`
+}
+
+// PidsHeadroom is the threads pmvm needs besides one per vCPU (the Go
+// runtime, the control and agent sockets, blocking syscalls).
+const PidsHeadroom = 64
+
+// MinPids is the least pids limit the VM can run under.
+func (v *VM) MinPids() int64 { return int64(v.VCPUs) + PidsHeadroom }
+
+// Or returns l with every limit it leaves unset taken from def: a VM's own
+// value wins over the host config's default.
+func (l VMLimits) Or(def VMLimits) VMLimits {
+	if l.CPUWeight == 0 {
+		l.CPUWeight = def.CPUWeight
+	}
+	if l.VMMMemoryOverhead == 0 {
+		l.VMMMemoryOverhead = def.VMMMemoryOverhead
+	}
+	if l.Pids == 0 {
+		l.Pids = def.Pids
+	}
+	return l
+}
+
+// validate checks what a VM's and the host's [limits] share.
+func (l *VMLimits) validate(bad func(field, format string, args ...any)) {
+	if l.CPUWeight > MaxCPUWeight {
+		bad("limits.cpu_weight", "%d is out of range 1..%d (100 is the default weight)", l.CPUWeight, MaxCPUWeight)
+	}
+	if l.Pids < 0 {
+		bad("limits.pids", "%d is negative; leave it out for no limit", l.Pids)
+	}
+	if l.VMMMemoryOverhead != 0 && uint64(l.VMMMemoryOverhead) < MinVMMMemoryOverhead {
+		bad("limits.vmm_memory_overhead", "%s is less than the minimum %s: pmvm needs memory of its own besides guest RAM", l.VMMMemoryOverhead, Size(MinVMMMemoryOverhead))
+	}
+}
+
+// validateLimits checks the VM's [limits]; unlike the host's defaults, its
+// pids can be held to its vCPUs.
+func (v *VM) validateLimits(bad func(field, format string, args ...any)) {
+	v.Limits.validate(bad)
+	if p := v.Limits.Pids; p > 0 && v.VCPUs >= 1 && v.VCPUs <= MaxVCPUs && p < v.MinPids() {
+		bad("limits.pids", "%d is too low for %d vCPU(s): pmvm needs at least %d (one thread per vCPU and %d of its own)", p, v.VCPUs, v.MinPids(), PidsHeadroom)
+	}
 }
 
 // Boot is how the guest kernel is started.
@@ -247,11 +313,17 @@ func friendlyMessage(de *toml.DecodeError) string {
 	msg := strings.TrimPrefix(de.Error(), "toml: ")
 	m := mismatchRE.FindStringSubmatch(msg)
 	if m == nil {
+		// Name the key unless the message does ("size ...").
+		if key := de.Key(); len(key) > 0 && !strings.Contains(msg, key[len(key)-1]) {
+			return strings.Join(key, ".") + ": " + msg
+		}
 		return msg
 	}
 	want, ok := map[string]string{
 		"string":                "a string",
 		"int":                   "an integer",
+		"int64":                 "an integer",
+		"uint64":                "a whole number",
 		"bool":                  "true or false",
 		"configs.Size":          `a size (e.g. "512MiB" or a number of bytes)`,
 		"configs.Mode":          "a string",

@@ -129,7 +129,7 @@ func TestDecodeSyntaxAndTypeErrors(t *testing.T) {
 		{"boolean where a string belongs", "[boot]\nkernel = true\n", "x.toml:2:10: boot.kernel: expected a string, not a boolean"},
 		{"date where a string belongs", "name = 1979-05-27\n", "x.toml:1:8: name: expected a string, not a local date"},
 		{"scalar where [[memory]] belongs", "memory = 3\n", "x.toml:1:10: memory: expected [[memory]] blocks, not an integer"},
-		{"negative size", "[[memory]]\nsize = -2\n", "x.toml:2:8: negative integer"},
+		{"negative size", "[[memory]]\nsize = -2\n", "x.toml:2:8: memory.size: negative integer"},
 		{"bad size unit", "[[memory]]\nsize = \"2MB\"\n", `x.toml:2:8: size "2MB": unknown unit "MB"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -115,33 +115,24 @@ type Hook struct {
 	Timeout Duration `toml:"timeout"` // default DefaultHookTimeout
 }
 
-// Limits are the cgroup limits applied to each VM's pmvm process after a
-// restore. A zero value leaves that limit unset (the kernel's default).
+// Limits are the host's [limits]: whether each VM's pmvm process runs in a
+// cgroup of its own (after pmvm run starts it, and after a restore), where,
+// and the default limits of VMs whose config leaves them out.
 type Limits struct {
-	// Cgroups: false runs restored VMs in pmvm's own cgroup, without limits.
-	// Default true.
+	// Cgroups: false runs VMs in the cgroup pmvm was started in, without
+	// limits. Default true.
 	Cgroups *bool `toml:"cgroups"`
 	// CgroupParent is where VM cgroups are created: an absolute path is
 	// from the root of each hierarchy (default "/pmvm.slice" on cgroup v2,
 	// "/pmvm" on v1); a relative one is under the cgroup pmvm itself runs
 	// in (e.g. a systemd service with Delegate=yes).
 	CgroupParent string `toml:"cgroup_parent"`
-	// CPUWeight is the cgroup v2 cpu.weight, 1..10000 (default 100). On
-	// cgroup v1 it becomes cpu.shares = weight * 1024 / 100.
-	CPUWeight uint64 `toml:"cpu_weight"`
-	// VMMMemoryOverhead, when set, limits the VM's memory to its guest RAM
-	// plus this much (memory.max / memory.limit_in_bytes). Whether guest RAM
-	// is charged at all depends on its backing: tmpfs and memfd pages are
-	// charged to the cgroup that first touched them, device-dax and fsdax
-	// are not page cache and are not charged, hugetlbfs pages go to the
-	// hugetlb controller. The limit is therefore an upper bound.
-	VMMMemoryOverhead Size `toml:"vmm_memory_overhead"`
-	// Pids is pids.max: tasks, i.e. threads. pmvm runs one thread per vCPU
-	// plus the Go runtime's; a host update refuses a VM it would not fit.
-	Pids int64 `toml:"pids"`
+	// VMLimits (cpu_weight, vmm_memory_overhead, pids) are the defaults; a
+	// VM config's [limits] overrides each one it sets.
+	VMLimits
 }
 
-// CgroupsEnabled reports whether restored VMs get their own cgroup.
+// CgroupsEnabled reports whether VMs get cgroups of their own.
 func (l *Limits) CgroupsEnabled() bool { return l.Cgroups == nil || *l.Cgroups }
 
 // Duration is a length of time written as a Go duration string ("30s",
@@ -343,15 +334,7 @@ func (h *Host) Validate() error {
 	}
 
 	l := &h.Limits
-	if l.CPUWeight > MaxCPUWeight {
-		bad("limits.cpu_weight", "%d is out of range 1..%d (100 is the default weight)", l.CPUWeight, MaxCPUWeight)
-	}
-	if l.Pids < 0 {
-		bad("limits.pids", "%d is negative; leave it out for no limit", l.Pids)
-	}
-	if l.VMMMemoryOverhead != 0 && uint64(l.VMMMemoryOverhead) < MinVMMMemoryOverhead {
-		bad("limits.vmm_memory_overhead", "%s is less than the minimum %s: pmvm needs memory of its own besides guest RAM", l.VMMMemoryOverhead, Size(MinVMMMemoryOverhead))
-	}
+	l.VMLimits.validate(bad)
 	if p := l.CgroupParent; p != "" {
 		rel := strings.TrimPrefix(p, "/")
 		switch {

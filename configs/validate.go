@@ -203,6 +203,7 @@ func (v *VM) Validate() error {
 			seen[s.path] = s.field
 		}
 	}
+	v.validateLimits(bad)
 	return errors.Join(errs...)
 }
 

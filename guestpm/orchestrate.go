@@ -48,7 +48,13 @@ func Suspend(ctx context.Context, m Machine, line Line, log zerolog.Logger) (tim
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	inS3 := make(chan error, 1)
-	go func() { inS3 <- m.WaitSuspended(sctx) }()
+	go func() {
+		err := m.WaitSuspended(sctx)
+		if err == nil {
+			cancel() // in S3: end SuspendRAM's wait for an error reply now
+		}
+		inS3 <- err
+	}()
 
 	if err := c.SuspendRAM(sctx); err != nil && !errors.Is(err, context.Canceled) {
 		return 0, fmt.Errorf("%w; the guest keeps running", err)

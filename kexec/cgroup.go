@@ -1,7 +1,8 @@
 package kexec
 
-// Each restored VM's pmvm process runs in a cgroup of its own, with the
-// host config's [limits]. The cgroups are created, filled and removed
+// Each VM's pmvm process runs in a cgroup of its own (pmvm run moves
+// itself there; pmvm host restore starts it there), with the VM config's
+// [limits], else the host config's. The cgroups are created, filled and removed
 // through github.com/containerd/cgroups/v3: on cgroup v2 (unified) one
 // directory with cpu.weight, memory.max and pids.max (cgroup2.NewManager,
 // which enables the controllers down the path); on v1 and hybrid hosts (v1
@@ -95,21 +96,48 @@ type CgroupLimits struct {
 	PidsMax   int64  // tasks (threads)
 }
 
-// pidsHeadroom is the threads pmvm needs besides one per vCPU (the Go
-// runtime, the control and agent sockets, blocking syscalls).
-const pidsHeadroom = 64
-
-// MinPids is the least pids limit VM cfg can run under.
-func MinPids(cfg *configs.VM) int64 { return int64(cfg.VCPUs) + pidsHeadroom }
-
-// LimitsFor returns the cgroup limits of VM cfg under the host's [limits]:
-// memory = guest RAM + vmm_memory_overhead when the overhead is set.
-func LimitsFor(cfg *configs.VM, l configs.Limits) CgroupLimits {
+// LimitsFor returns the cgroup limits of VM cfg: each of its own [limits]
+// it sets, else the host config's default; memory = guest RAM +
+// vmm_memory_overhead when an overhead is set.
+func LimitsFor(cfg *configs.VM, host configs.Limits) CgroupLimits {
+	l := cfg.Limits.Or(host.VMLimits)
 	lim := CgroupLimits{CPUWeight: l.CPUWeight, PidsMax: l.Pids}
 	if l.VMMMemoryOverhead > 0 {
 		lim.MemoryMax = cfg.TotalMemory() + uint64(l.VMMMemoryOverhead)
 	}
 	return lim
+}
+
+// CheckPids refuses a pids limit VM cfg could not run under (its threads
+// would not fit), naming the config it comes from.
+func CheckPids(cfg *configs.VM, host configs.Limits) error {
+	pids := LimitsFor(cfg, host).PidsMax
+	if pids == 0 || pids >= cfg.MinPids() {
+		return nil
+	}
+	from := "the host config's [limits] pids"
+	if cfg.Limits.Pids > 0 {
+		from = "the VM config's [limits] pids"
+	}
+	return fmt.Errorf("%s = %d is too low for VM %q with %d vCPU(s): pmvm needs at least %d (one thread per vCPU and %d of its own); raise it", from, pids, cfg.Name, cfg.VCPUs, cfg.MinPids(), configs.PidsHeadroom)
+}
+
+// String is "cpu_weight 50, memory 320MiB, pids 512", or "no limits".
+func (lim CgroupLimits) String() string {
+	var parts []string
+	if lim.CPUWeight > 0 {
+		parts = append(parts, fmt.Sprintf("cpu_weight %d", lim.CPUWeight))
+	}
+	if lim.MemoryMax > 0 {
+		parts = append(parts, "memory "+configs.FormatSize(lim.MemoryMax))
+	}
+	if lim.PidsMax > 0 {
+		parts = append(parts, fmt.Sprintf("pids %d", lim.PidsMax))
+	}
+	if len(parts) == 0 {
+		return "no limits"
+	}
+	return strings.Join(parts, ", ")
 }
 
 // CPUShares converts a cgroup v2 cpu.weight to v1 cpu.shares keeping the
@@ -200,14 +228,52 @@ var v1Controllers = []cgroup1.Name{cgroup1.Cpu, cgroup1.Memory, cgroup1.Pids}
 // under the cgroup this process runs in. The VM's cgroup is
 // parent/<name>.scope on v2 and parent/<name> on v1.
 func NewCgroup(name, parent string, lim CgroupLimits) (*Cgroup, error) {
+	return newCgroup(name, parent, lim, 0)
+}
+
+// JoinCgroup moves this process (every thread) into VM name's cgroup,
+// made as NewCgroup makes it for a restore: a VM gets the same cgroup and
+// limits whether pmvm run or pmvm host restore started it. A process that
+// is in it already (restore starts pmvm run there) only has lim written;
+// a cgroup holding any other process is refused. moved says whether this
+// process had to be moved.
+func JoinCgroup(name, parent string, lim CgroupLimits) (c *Cgroup, moved bool, err error) {
+	self := os.Getpid()
+	if c, err = newCgroup(name, parent, lim, self); err != nil {
+		return nil, false, err
+	}
+	in, err := c.holds(self)
+	if err != nil {
+		return nil, false, err
+	}
+	if in {
+		return c, false, nil
+	}
+	if err := c.AddProc(self); err != nil {
+		c.Delete()
+		return nil, false, err
+	}
+	return c, true, nil
+}
+
+// newCgroup is NewCgroup, except that process self (0: none) may be in
+// the cgroup already. With a relative parent, self in a cgroup ending in
+// parent/<name> counts as in the VM's cgroup: the pmvm that started it
+// made that cgroup under its own, not under self's.
+func newCgroup(name, parent string, lim CgroupLimits, self int) (*Cgroup, error) {
 	switch mode := DetectCgroupMode(); mode {
 	case CgroupUnavailable:
 		return nil, errors.New("cgroups: no cgroup filesystem at /sys/fs/cgroup; mount one, or set [limits] cgroups = false in the host config")
 	case CgroupUnified:
-		return newCgroupV2(name, v2Mountpoint(mode), parent, lim)
+		return newCgroupV2(name, v2Mountpoint(mode), parent, lim, self)
 	default:
-		return newCgroupV1(name, mode, parent, lim)
+		return newCgroupV1(name, mode, parent, lim, self)
 	}
+}
+
+// relativeParent reports whether cgroup_parent is under pmvm's own cgroup.
+func relativeParent(parent string) bool {
+	return parent != "" && !strings.HasPrefix(parent, "/")
 }
 
 // v2Group is the cgroup v2 group path of VM name under parent.
@@ -227,10 +293,15 @@ func v2Group(name, parent string) (string, error) {
 }
 
 // newCgroupV2 creates VM name's cgroup in the v2 hierarchy at mountpoint.
-func newCgroupV2(name, mountpoint, parent string, lim CgroupLimits) (*Cgroup, error) {
+func newCgroupV2(name, mountpoint, parent string, lim CgroupLimits, self int) (*Cgroup, error) {
 	group, err := v2Group(name, parent)
 	if err != nil {
 		return nil, err
+	}
+	if self != 0 && relativeParent(parent) {
+		if own, err := cgroup2.PidGroupPath(self); err == nil && strings.HasSuffix(own, "/"+path.Join(parent, name+".scope")) {
+			group = own
+		}
 	}
 	if err := cgroup2.VerifyGroupPath(group); err != nil {
 		return nil, fmt.Errorf("cgroups: %q: %w", group, err)
@@ -258,7 +329,7 @@ func newCgroupV2(name, mountpoint, parent string, lim CgroupLimits) (*Cgroup, er
 	}
 	dir := filepath.Join(mountpoint, group)
 	c := &Cgroup{Name: name, Mode: CgroupUnified, Path: group, Dirs: map[string]string{"": dir}}
-	if err := refuseBusy(dir, func() ([]uint64, error) { return mgr.Procs(false) }); err != nil {
+	if err := refuseBusy(dir, name, self, func() ([]uint64, error) { return mgr.Procs(false) }); err != nil {
 		return nil, err
 	}
 	c.created = missingDirs(mountpoint, dir)
@@ -311,7 +382,7 @@ func subsystemDir(s cgroup1.Subsystem, p string) (string, bool) {
 
 // newCgroupV1 creates VM name's cgroup in the v1 cpu, memory and pids
 // hierarchies.
-func newCgroupV1(name string, mode CgroupMode, parent string, lim CgroupLimits) (*Cgroup, error) {
+func newCgroupV1(name string, mode CgroupMode, parent string, lim CgroupLimits, self int) (*Cgroup, error) {
 	res, err := lim.v1Resources()
 	if err != nil {
 		return nil, err
@@ -336,6 +407,11 @@ func newCgroupV1(name string, mode CgroupMode, parent string, lim CgroupLimits) 
 	hierarchy := cgroup1.WithHierarchy(func() ([]cgroup1.Subsystem, error) { return subs, nil })
 
 	cgPath := v1Path(name, parent)
+	if self != 0 && relativeParent(parent) {
+		if own := cgroup1.PidPath(self); v1InLeaf(own, subs, path.Join(parent, name)) {
+			cgPath = own
+		}
+	}
 	c := &Cgroup{Name: name, Mode: mode, Dirs: map[string]string{}}
 	for _, s := range subs {
 		p, err := cgPath(s.Name())
@@ -358,7 +434,7 @@ func newCgroupV1(name string, mode CgroupMode, parent string, lim CgroupLimits) 
 		for _, s := range old.Subsystems() {
 			procs, err := old.Processes(s.Name(), false)
 			dir := c.Dirs[string(s.Name())]
-			if err := refuseBusy(dir, func() ([]uint64, error) { return v1Pids(procs), err }); err != nil {
+			if err := refuseBusy(dir, name, self, func() ([]uint64, error) { return v1Pids(procs), err }); err != nil {
 				return nil, err
 			}
 		}
@@ -381,9 +457,20 @@ func v1Pids(procs []cgroup1.Process) []uint64 {
 	return pids
 }
 
-// refuseBusy refuses to reuse cgroup directory dir if procs lists a
-// process in it: it belongs to a VM of the same name that still runs.
-func refuseBusy(dir string, procs func() ([]uint64, error)) error {
+// v1InLeaf reports whether path own ends in leaf in every hierarchy of subs.
+func v1InLeaf(own cgroup1.Path, subs []cgroup1.Subsystem, leaf string) bool {
+	for _, s := range subs {
+		if p, err := own(s.Name()); err != nil || !strings.HasSuffix(p, "/"+leaf) {
+			return false
+		}
+	}
+	return len(subs) > 0
+}
+
+// refuseBusy refuses to reuse cgroup directory dir of VM name if procs
+// lists a process in it other than self (0: none): it belongs to a VM of
+// the same name that still runs.
+func refuseBusy(dir, name string, self int, procs func() ([]uint64, error)) error {
 	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
@@ -391,8 +478,9 @@ func refuseBusy(dir string, procs func() ([]uint64, error)) error {
 	if err != nil {
 		return fmt.Errorf("cgroups: %s: %w", dir, err)
 	}
+	pids = slices.DeleteFunc(pids, func(p uint64) bool { return self != 0 && p == uint64(self) })
 	if len(pids) > 0 {
-		return fmt.Errorf("cgroups: %s already holds processes %v (is this VM running already?)", dir, pids)
+		return fmt.Errorf("cgroups: %s already holds processes %v: is VM %q running already? Stop it first, or move those processes out of that cgroup", dir, pids, name)
 	}
 	return nil
 }
@@ -434,6 +522,32 @@ func (c *Cgroup) AddProc(pid int) error {
 		return fmt.Errorf("cgroups: add pid %d to %s: %w", pid, c, err)
 	}
 	return nil
+}
+
+// holds reports whether process pid is in the cgroup (on v1, in every
+// hierarchy of it).
+func (c *Cgroup) holds(pid int) (bool, error) {
+	switch {
+	case c.v2 != nil:
+		g, err := cgroup2.PidGroupPath(pid)
+		if err != nil {
+			return false, fmt.Errorf("cgroups: %w", err)
+		}
+		return g == c.Path, nil
+	case c.v1 != nil:
+		own := cgroup1.PidPath(pid)
+		for _, s := range c.v1.Subsystems() {
+			p, err := own(s.Name())
+			if err != nil {
+				return false, nil
+			}
+			if dir, ok := subsystemDir(s, p); !ok || dir != c.Dirs[string(s.Name())] {
+				return false, nil
+			}
+		}
+		return true, nil
+	}
+	return false, errors.New("cgroups: not created")
 }
 
 // Procs lists the processes in the cgroup (of its first hierarchy on v1:

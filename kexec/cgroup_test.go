@@ -1,7 +1,10 @@
 package kexec
 
 import (
+	"bufio"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path"
@@ -61,7 +64,7 @@ func TestCgroupLifecycleOnThisHost(t *testing.T) {
 	require.NotEqual(t, CgroupUnavailable, mode, "no cgroup filesystem at /sys/fs/cgroup: this test needs one (root, cgroupfs mounted)")
 	t.Logf("cgroup layout: %s", mode)
 	cfg := &configs.VM{Name: "vm1", VCPUs: 2, Memory: []configs.Memory{{Name: "ram0", Size: configs.Size(64 * configs.MiB)}}}
-	lim := LimitsFor(cfg, configs.Limits{CPUWeight: 50, VMMMemoryOverhead: configs.Size(256 * configs.MiB), Pids: 128})
+	lim := LimitsFor(cfg, configs.Limits{VMLimits: configs.VMLimits{CPUWeight: 50, VMMMemoryOverhead: configs.Size(256 * configs.MiB), Pids: 128}})
 	assert.Equal(t, CgroupLimits{CPUWeight: 50, MemoryMax: 320 << 20, PidsMax: 128}, lim)
 	parent := fmt.Sprintf("pmvm-kexec-test-%d", os.Getpid())
 
@@ -139,7 +142,7 @@ func TestCgroupV2LayoutOnUnifiedMount(t *testing.T) {
 	require.NotEmpty(t, mp, "no cgroup v2 hierarchy mounted on this host (%s)", mode)
 	parent := fmt.Sprintf("pmvm-kexec-v2-test-%d", os.Getpid())
 
-	c, err := newCgroupV2("vm2", mp, parent, CgroupLimits{})
+	c, err := newCgroupV2("vm2", mp, parent, CgroupLimits{}, 0)
 	require.NoError(t, err, "v2 cgroup under %s", mp)
 	t.Cleanup(func() { c.Delete() })
 	assert.Equal(t, CgroupUnified, c.Mode)
@@ -178,7 +181,7 @@ func TestCgroupV2LayoutOnUnifiedMount(t *testing.T) {
 	avail, err := os.ReadFile(filepath.Join(mp, "cgroup.controllers"))
 	require.NoError(t, err)
 	if !slices.Contains(strings.Fields(string(avail)), "pids") {
-		_, err = newCgroupV2("vm3", mp, parent, CgroupLimits{PidsMax: 100})
+		_, err = newCgroupV2("vm3", mp, parent, CgroupLimits{PidsMax: 100}, 0)
 		assert.ErrorContains(t, err, `controller "pids" is not available`)
 		assert.NoDirExists(t, filepath.Join(mp, mustV2Group(t, "vm3", parent)))
 		assert.NoDirExists(t, filepath.Dir(filepath.Join(mp, mustV2Group(t, "vm3", parent))))
@@ -242,4 +245,214 @@ func TestCgroupParsing(t *testing.T) {
 	assert.Equal(t, uint64(2), CPUShares(0))
 	assert.Equal(t, uint64(102400), CPUShares(10000))
 	assert.Equal(t, uint64(100), cgroup2.ConvertCPUSharesToCgroupV2Value(CPUShares(100)), "the library maps the shares back to the same default weight")
+}
+
+// TestLimitsForVMOverridesHost proves how a VM's cgroup limits are made:
+// each of the VM config's [limits] it sets wins, each it leaves out is the
+// host config's default, memory is guest RAM plus the effective overhead,
+// and nothing set anywhere is no limit.
+func TestLimitsForVMOverridesHost(t *testing.T) {
+	host := configs.Limits{VMLimits: configs.VMLimits{CPUWeight: 100, VMMMemoryOverhead: configs.Size(256 * configs.MiB), Pids: 1024}}
+	for _, tc := range []struct {
+		proves string
+		vm     configs.VMLimits
+		host   configs.Limits
+		want   CgroupLimits
+	}{
+		{"no VM limits: the host's", configs.VMLimits{}, host, CgroupLimits{CPUWeight: 100, MemoryMax: 320 << 20, PidsMax: 1024}},
+		{"each VM limit wins, the rest from the host", configs.VMLimits{CPUWeight: 50, Pids: 512}, host, CgroupLimits{CPUWeight: 50, MemoryMax: 320 << 20, PidsMax: 512}},
+		{"the VM's overhead wins", configs.VMLimits{VMMMemoryOverhead: configs.Size(64 * configs.MiB)}, host, CgroupLimits{CPUWeight: 100, MemoryMax: 128 << 20, PidsMax: 1024}},
+		{"VM limits without host defaults", configs.VMLimits{CPUWeight: 10000, VMMMemoryOverhead: configs.Size(32 * configs.MiB), Pids: 66}, configs.Limits{}, CgroupLimits{CPUWeight: 10000, MemoryMax: 96 << 20, PidsMax: 66}},
+		{"nothing set: no limits", configs.VMLimits{}, configs.Limits{}, CgroupLimits{}},
+	} {
+		cfg := &configs.VM{Name: "vm", VCPUs: 2, Memory: []configs.Memory{{Name: "ram0", Size: configs.Size(64 * configs.MiB)}}, Limits: tc.vm}
+		assert.Equal(t, tc.want, LimitsFor(cfg, tc.host), tc.proves)
+	}
+	assert.Equal(t, "cpu_weight 50, memory 320MiB, pids 512", CgroupLimits{CPUWeight: 50, MemoryMax: 320 << 20, PidsMax: 512}.String())
+	assert.Equal(t, "no limits", CgroupLimits{}.String())
+}
+
+// TestCheckPids proves a pids limit a VM could not run under (fewer than
+// one thread per vCPU plus pmvm's own) is refused naming the config it
+// comes from and the least it needs, and that the VM's own value is the
+// one judged when it sets one.
+func TestCheckPids(t *testing.T) {
+	cfg := &configs.VM{Name: "web1", VCPUs: 4}
+	low := configs.Limits{VMLimits: configs.VMLimits{Pids: 10}}
+	err := CheckPids(cfg, low)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `the host config's [limits] pids = 10 is too low for VM "web1" with 4 vCPU(s): pmvm needs at least 68`)
+	cfg.Limits.Pids = 68
+	assert.NoError(t, CheckPids(cfg, low), "the VM's own pids wins over the host's")
+	cfg.Limits.Pids = 67
+	assert.ErrorContains(t, CheckPids(cfg, configs.Limits{}), "the VM config's [limits] pids = 67")
+	cfg.Limits.Pids = 0
+	assert.NoError(t, CheckPids(cfg, configs.Limits{}), "no pids limit at all")
+}
+
+// joinHelperEnv makes this test binary join a VM cgroup (see
+// TestJoinCgroupHelper).
+const joinHelperEnv = "PMVM_KEXEC_TEST_JOIN"
+
+// joinHelperLimits are what a join helper writes into its cgroup.
+var joinHelperLimits = CgroupLimits{CPUWeight: 30, MemoryMax: 256 << 20, PidsMax: 200}
+
+// TestJoinCgroupHelper is not a test: with joinHelperEnv set to "NAME
+// PARENT" it waits for a line on stdin, calls JoinCgroup as pmvm run
+// does, prints "moved=<bool>" or "error: ...", and lives until stdin
+// closes. In a normal test run it returns at once.
+func TestJoinCgroupHelper(t *testing.T) {
+	spec := os.Getenv(joinHelperEnv)
+	if spec == "" {
+		return
+	}
+	name, parent, _ := strings.Cut(spec, " ")
+	in := bufio.NewReader(os.Stdin)
+	in.ReadString('\n')
+	_, moved, err := JoinCgroup(name, parent, joinHelperLimits)
+	if err != nil {
+		fmt.Printf("error: %v\n", err)
+		os.Exit(1)
+	}
+	fmt.Printf("moved=%v\n", moved)
+	io.Copy(io.Discard, in)
+	os.Exit(0)
+}
+
+// joinChild is a process running TestJoinCgroupHelper.
+type joinChild struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	out   *bufio.Reader
+}
+
+// startJoinChild starts a join helper for VM name, inside cg if not nil
+// (as pmvm host restore starts pmvm run), else in this test's cgroup.
+func startJoinChild(t *testing.T, name, parent string, cg *Cgroup) *joinChild {
+	t.Helper()
+	exe, err := os.Executable()
+	require.NoError(t, err)
+	cmd := exec.Command(exe, "-test.run=^TestJoinCgroupHelper$")
+	cmd.Env = append(os.Environ(), joinHelperEnv+"="+name+" "+parent)
+	cmd.SysProcAttr = &syscall.SysProcAttr{}
+	cmd.Stderr = os.Stderr
+	c := &joinChild{cmd: cmd}
+	c.stdin, err = cmd.StdinPipe()
+	require.NoError(t, err)
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	c.out = bufio.NewReader(stdout)
+	require.NoError(t, startInCgroup(cmd, cg))
+	t.Cleanup(c.stop)
+	return c
+}
+
+// join lets the helper call JoinCgroup and returns what it printed.
+func (c *joinChild) join(t *testing.T) string {
+	t.Helper()
+	_, err := io.WriteString(c.stdin, "\n")
+	require.NoError(t, err)
+	line, err := c.out.ReadString('\n')
+	require.NoError(t, err, "the join helper printed %q", line)
+	return strings.TrimSpace(line)
+}
+
+func (c *joinChild) stop() {
+	c.stdin.Close()
+	c.cmd.Process.Kill()
+	c.cmd.Wait()
+}
+
+// removeTestCgroups removes every directory named parent under the
+// cgroup hierarchies, with every cgroup below it (their processes gone).
+func removeTestCgroups(t *testing.T, parent string) {
+	var rm func(dir string)
+	rm = func(dir string) {
+		subs, _ := os.ReadDir(dir)
+		for _, s := range subs {
+			if s.IsDir() {
+				rm(filepath.Join(dir, s.Name()))
+			}
+		}
+		if err := os.Remove(dir); err != nil {
+			t.Logf("cgroup cleanup: %v", err)
+		}
+	}
+	filepath.WalkDir(cgroupRoot, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() || d.Name() != parent {
+			return nil
+		}
+		rm(p)
+		return filepath.SkipDir
+	})
+}
+
+// assertInVMCgroup checks, from /proc/PID/cgroup, that pid runs in VM
+// name's cgroup under the relative parent in every hierarchy the VM's
+// cgroup uses (exactly there, not in one nested below it), and that the
+// limits files hold lim.
+func assertInVMCgroup(t *testing.T, pid int, name, parent string, lim CgroupLimits) {
+	t.Helper()
+	v1, v2 := procCgroups(t, pid)
+	files := map[string]string{}
+	if DetectCgroupMode() == CgroupUnified {
+		assert.True(t, strings.HasSuffix(v2, "/"+parent+"/"+name+".scope") && !strings.Contains(strings.TrimSuffix(v2, "/"+parent+"/"+name+".scope"), "/"+parent+"/"),
+			"pid %d in %q", pid, v2)
+		dir := filepath.Join(cgroupRoot, v2)
+		files[filepath.Join(dir, "cpu.weight")] = fmt.Sprint(lim.CPUWeight)
+		files[filepath.Join(dir, "memory.max")] = fmt.Sprint(lim.MemoryMax)
+		files[filepath.Join(dir, "pids.max")] = fmt.Sprint(lim.PidsMax)
+	} else {
+		for _, ctl := range []string{"cpu", "memory", "pids"} {
+			p := v1[ctl]
+			assert.True(t, strings.HasSuffix(p, "/"+parent+"/"+name) && !strings.Contains(strings.TrimSuffix(p, "/"+parent+"/"+name), "/"+parent+"/"),
+				"pid %d in %s cgroup %q", pid, ctl, p)
+		}
+		files[filepath.Join(cgroupRoot, "cpu", v1["cpu"], "cpu.shares")] = fmt.Sprint(CPUShares(lim.CPUWeight))
+		files[filepath.Join(cgroupRoot, "memory", v1["memory"], "memory.limit_in_bytes")] = fmt.Sprint(lim.MemoryMax)
+		files[filepath.Join(cgroupRoot, "pids", v1["pids"], "pids.max")] = fmt.Sprint(lim.PidsMax)
+	}
+	for file, want := range files {
+		assert.Equal(t, want, readTrim(t, file), file)
+	}
+}
+
+// TestJoinCgroupOnThisHost proves, for real on this machine's hierarchy,
+// what pmvm run does with its own process: a pmvm started outside moves
+// itself (every thread) into its VM's cgroup with the limits written; a
+// second pmvm of the same VM is refused, naming the process that holds the
+// cgroup, and moves nowhere; a pmvm that pmvm host restore started inside
+// the cgroup (created under the restoring process's cgroup, with a
+// relative cgroup_parent) stays exactly there, is not moved into a cgroup
+// nested below its own, and writes its limits into it.
+func TestJoinCgroupOnThisHost(t *testing.T) {
+	mode := DetectCgroupMode()
+	require.NotEqual(t, CgroupUnavailable, mode, "no cgroup filesystem at /sys/fs/cgroup: this test needs one (root, cgroupfs mounted)")
+	parent := fmt.Sprintf("pmvm-kexec-join-test-%d", os.Getpid())
+	t.Cleanup(func() { removeTestCgroups(t, parent) })
+
+	first := startJoinChild(t, "vmj", parent, nil)
+	assert.Equal(t, "moved=true", first.join(t))
+	assertInVMCgroup(t, first.cmd.Process.Pid, "vmj", parent, joinHelperLimits)
+
+	second := startJoinChild(t, "vmj", parent, nil)
+	out := second.join(t)
+	assert.Contains(t, out, "already holds processes")
+	assert.Contains(t, out, fmt.Sprintf("[%d]", first.cmd.Process.Pid), "the message names the process in the way")
+	assert.Contains(t, out, `is VM "vmj" running already? Stop it first`)
+	v1, v2 := procCgroups(t, second.cmd.Process.Pid)
+	assert.NotContains(t, v1["pids"]+v2, parent, "the refused one moved nowhere")
+	assertInVMCgroup(t, first.cmd.Process.Pid, "vmj", parent, joinHelperLimits)
+
+	cg, err := NewCgroup("vmr", parent, CgroupLimits{})
+	require.NoError(t, err)
+	restored := startJoinChild(t, "vmr", parent, cg)
+	assert.Equal(t, "moved=false", restored.join(t), "started in its cgroup, it stays there")
+	assertInVMCgroup(t, restored.cmd.Process.Pid, "vmr", parent, joinHelperLimits)
+	procs, err := cg.Procs()
+	require.NoError(t, err)
+	assert.Equal(t, []int{restored.cmd.Process.Pid}, procs)
+	for _, dir := range cg.Dirs {
+		assert.NoDirExists(t, filepath.Join(dir, parent), "no cgroup nested in the VM's own")
+	}
 }

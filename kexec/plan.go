@@ -208,8 +208,13 @@ func planVM(host *configs.Host, file string) PlanVM {
 			}
 		}
 	}
-	if host.Limits.CgroupsEnabled() && host.Limits.Pids > 0 && host.Limits.Pids < MinPids(cfg) {
-		reasons = append(reasons, fmt.Sprintf("[limits] pids = %d is too low for its %d vCPUs: it could not be restored (needs at least %d)", host.Limits.Pids, cfg.VCPUs, MinPids(cfg)))
+	if host.Limits.CgroupsEnabled() {
+		if err := CheckPids(cfg, host.Limits); err != nil {
+			reasons = append(reasons, err.Error()+": it could not be restored")
+		}
+		if cfg.Limits != (configs.VMLimits{}) {
+			v.Notes = append(v.Notes, "cgroup limits with its own [limits]: "+v.Limits.String())
+		}
 	}
 	if _, err := os.Stat(v.StatePath); err == nil {
 		v.Notes = append(v.Notes, fmt.Sprintf("an older %s will be replaced", v.StatePath))
@@ -412,7 +417,7 @@ func pmvmRunConfig(argv []string) string {
 		}
 		if strings.HasPrefix(a, "-") {
 			name := strings.TrimLeft(a, "-")
-			if !strings.Contains(name, "=") && (name == "log-level" || name == "incoming") {
+			if !strings.Contains(name, "=") && (name == "log-level" || name == "incoming" || name == "host-config") {
 				i++ // the flag's value
 			}
 			continue
@@ -472,13 +477,13 @@ func (p *Plan) Print(w io.Writer) {
 			lim = append(lim, fmt.Sprintf("pids %d", l.Pids))
 		}
 		if len(lim) == 0 {
-			lim = append(lim, "no limits")
+			lim = append(lim, "none")
 		}
 		parent := l.CgroupParent
 		if parent == "" {
 			parent = "default"
 		}
-		fmt.Fprintf(w, "cgroups:      %s, parent %s, %s\n", p.CgroupMode, parent, strings.Join(lim, ", "))
+		fmt.Fprintf(w, "cgroups:      %s, parent %s, defaults %s (a VM config's [limits] overrides them)\n", p.CgroupMode, parent, strings.Join(lim, ", "))
 	} else {
 		fmt.Fprintf(w, "cgroups:      off\n")
 	}

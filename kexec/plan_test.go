@@ -93,6 +93,7 @@ func TestPlanHostChecks(t *testing.T) {
 
 	assert.Equal(t, "/etc/pmvm/vms/a.toml", pmvmRunConfig([]string{"/usr/local/bin/pmvm", "run", "--log-level", "debug", "/etc/pmvm/vms/a.toml", "--incoming", "/x"}))
 	assert.Equal(t, "b.toml", pmvmRunConfig([]string{"pmvm", "run", "--log-level=info", "b.toml"}))
+	assert.Equal(t, "/etc/pmvm/vms/c.toml", pmvmRunConfig([]string{"pmvm", "run", "--host-config", "/etc/pmvm/host.toml", "/etc/pmvm/vms/c.toml"}), "a restored pmvm run's --host-config value is not its config")
 	assert.Equal(t, "", pmvmRunConfig([]string{"pmvm", "status", "a"}))
 	assert.Equal(t, "", pmvmRunConfig([]string{"/usr/bin/vim", "run", "a.toml"}))
 }
@@ -122,5 +123,37 @@ func TestDryRunPrint(t *testing.T) {
 		"the update would save 1 VM(s)",
 	} {
 		assert.Contains(t, s, want)
+	}
+}
+
+// TestPlanPidsUsesEffectiveLimit proves the plan judges each VM's pids by
+// its effective limit: a host default too low for a VM refuses it, naming
+// the host config's [limits] pids and the least it needs, while a VM whose
+// own [limits] pids is enough is carried (and the plan notes its limits).
+func TestPlanPidsUsesEffectiveLimit(t *testing.T) {
+	root := t.TempDir()
+	h := testHost(t, root)
+	on := true
+	h.Limits.Cgroups = &on
+	h.Limits.Pids = 10
+	startFakeVM(t, h, "low", kindPreserved, vmm.StateRunning)
+	own := startFakeVM(t, h, "own", kindPreserved, vmm.StateRunning)
+	f, err := os.OpenFile(own.config, os.O_APPEND|os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = f.WriteString("[limits]\npids = 100\ncpu_weight = 50\n")
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+
+	plan := NewPlan(h, PlanOptions{Kernel: fakeBzImage(t, root), Cmdline: "console=ttyS0", KexecStatus: kexecOK})
+	msg := plan.Err().Error()
+	assert.Contains(t, msg, `VM "low"`)
+	assert.Contains(t, msg, `the host config's [limits] pids = 10 is too low for VM "low" with 1 vCPU(s): pmvm needs at least 65`)
+	assert.NotContains(t, msg, `VM "own"`)
+	for _, v := range plan.VMs {
+		if v.Name == "own" {
+			assert.True(t, v.OK, v.Reason)
+			assert.Equal(t, CgroupLimits{CPUWeight: 50, PidsMax: 100}, v.Limits)
+			assert.Contains(t, v.Notes, "cgroup limits with its own [limits]: cpu_weight 50, pids 100")
+		}
 	}
 }

@@ -30,6 +30,10 @@ type RestoreOptions struct {
 	// PMVM is the command that runs pmvm (argv prefix; "run CONFIG
 	// --incoming STATE" is appended). The CLI passes its own executable.
 	PMVM []string
+	// HostConfig is the path host was loaded from (or would have been, if
+	// it does not exist): each pmvm run gets it as --host-config so that it
+	// takes its cgroup from the same config.
+	HostConfig string
 }
 
 // RestoreResult is what happened to one state file.
@@ -161,7 +165,7 @@ func Restore(ctx context.Context, host *configs.Host, opts RestoreOptions) (*Res
 	markBoot(tl, out)
 
 	cfgs := loadVMConfigs(host.VMDir, opts.Log)
-	r := &restorer{host: host, pmvm: opts.PMVM, log: opts.Log, tl: tl, tlPath: tlPath}
+	r := &restorer{host: host, hostConfig: opts.HostConfig, pmvm: opts.PMVM, log: opts.Log, tl: tl, tlPath: tlPath}
 	names := make([]string, len(jobs))
 	for i, j := range jobs {
 		names[i] = j.name
@@ -281,11 +285,12 @@ func loadVMConfigs(dir string, log zerolog.Logger) map[string]vmConfig {
 
 // restorer starts saved VMs again; Restore and an update's rollback share it.
 type restorer struct {
-	host   *configs.Host
-	pmvm   []string
-	log    zerolog.Logger
-	tl     *Timeline
-	tlPath string
+	host       *configs.Host
+	hostConfig string // passed on as pmvm run --host-config, when set
+	pmvm       []string
+	log        zerolog.Logger
+	tl         *Timeline
+	tlPath     string
 }
 
 // restoreVM runs VM name from statePath and waits until it runs.
@@ -313,6 +318,15 @@ func (r *restorer) restoreVM(ctx context.Context, name, cfgPath string, cfg *con
 	defer logf.Close()
 	logStart, _ := logf.Seek(0, io.SeekEnd)
 	argv := append(append([]string{}, r.pmvm...), "run", cfgPath, "--incoming", statePath)
+	if r.hostConfig != "" {
+		// pmvm run joins the cgroup made here, so it must read the same
+		// host config (absolute: it runs in /).
+		hc, err := filepath.Abs(r.hostConfig)
+		if err != nil {
+			return fail(fmt.Errorf("host config path: %w", err))
+		}
+		argv = append(argv, "--host-config", hc)
+	}
 	fmt.Fprintf(logf, "=== %s pmvm host restore: %s\n", time.Now().Format(time.RFC3339Nano), strings.Join(argv, " "))
 	// A console on stdout gets a file of its own: the UART writes a byte
 	// at a time and pmvm's log lines would land in the middle of the

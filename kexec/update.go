@@ -324,7 +324,7 @@ func (u *updater) rollback(ctx context.Context, cause error) error {
 	for _, s := range u.res.Saves {
 		saves[s.VM] = s
 	}
-	r := &restorer{host: u.host, pmvm: u.opts.PMVM, log: u.log, tl: u.tl, tlPath: u.host.TimelinePath()}
+	r := &restorer{host: u.host, hostConfig: u.plan.HostConfig, pmvm: u.opts.PMVM, log: u.log, tl: u.tl, tlPath: u.host.TimelinePath()}
 	names := make([]string, len(vms))
 	for i, v := range vms {
 		names[i] = v.Name

@@ -413,10 +413,11 @@ func Check(specs ...Spec) (Report, error) { return check(true, specs) }
 
 // Verdicts is Check without the "in use by" notes, which cost a read of
 // /proc/locks: for a VMM about to lock the backings itself, where a holder
-// is named by the refusal anyway.
-func Verdicts(specs ...Spec) error {
-	_, err := check(false, specs)
-	return err
+// is named by the refusal anyway. The report's Align of each block is the
+// alignment Open will give its mapping, which the VMM also gives the
+// block's guest-physical address.
+func Verdicts(specs ...Spec) (Report, error) {
+	return check(false, specs)
 }
 
 func check(notes bool, specs []Spec) (Report, error) {

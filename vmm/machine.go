@@ -126,25 +126,31 @@ func New(cfg *configs.VM, opt Options) (_ *Machine, err error) {
 		}
 	}()
 
-	sizes := make([]uint64, len(cfg.Memory))
-	for i, b := range cfg.Memory {
-		sizes[i] = b.Size.Bytes()
-	}
-	if m.ram, err = x86.PlaceRAM(sizes); err != nil {
-		return nil, fmt.Errorf("memory layout: %w", err)
-	}
 	specs := MemorySpecs(cfg)
 	// Refuse the whole VM, naming every block that cannot honour its mode,
 	// before anything is mapped.
-	if err := pmem.Verdicts(specs...); err != nil {
+	rep, err := pmem.Verdicts(specs...)
+	if err != nil {
 		return nil, err
 	}
-	for _, spec := range specs {
+	// Each block's guest-physical address gets its backing's alignment
+	// (probed, so the layout is known before anything is created or mapped).
+	aligns := make([]uint64, len(rep.Blocks))
+	for i, b := range rep.Blocks {
+		aligns[i] = b.Align
+	}
+	if m.ram, err = placeRAM(cfg, aligns); err != nil {
+		return nil, err
+	}
+	for i, spec := range specs {
 		r, err := pmem.Open(spec)
 		if err != nil {
 			return nil, err
 		}
 		m.regions = append(m.regions, r)
+		if r.Align != aligns[i] {
+			return nil, fmt.Errorf("memory block %q: its backing's alignment changed between the probe (%d bytes) and the mapping (%d bytes); start the VM again", spec.Name, aligns[i], r.Align)
+		}
 		ev := m.log.Info()
 		if r.OptIn { // preserved_across_kexec: an explicit operator promise, logged loudly
 			ev = m.log.Warn()

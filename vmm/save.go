@@ -187,7 +187,9 @@ func CheckIncoming(cfg *configs.VM, path string) (*Incoming, error) {
 	if rec.RunState != StateSuspended {
 		return nil, refuse("the guest was saved %s, not suspended", rec.RunState)
 	}
-	for _, spec := range MemorySpecs(cfg) {
+	specs := MemorySpecs(cfg)
+	aligns := make([]uint64, len(specs))
+	for i, spec := range specs {
 		s, err := f.Need(memorySection(spec.Name), recordVersion)
 		if err != nil {
 			return nil, err
@@ -206,6 +208,16 @@ func CheckIncoming(cfg *configs.VM, path string) (*Incoming, error) {
 		if diff := saved.SameMemory(b.Identity); len(diff) > 0 {
 			return nil, refuse("memory block %q on %s is not the memory the guest was saved in:\n  %s", spec.Name, spec.Backing, strings.Join(diff, "\n  "))
 		}
+		aligns[i] = b.Align
+	}
+	// The same config on the same memory must give the same guest-physical
+	// layout: the guest's page tables and e820 map hold the saved one.
+	ram, err := placeRAM(cfg, aligns)
+	if err != nil {
+		return nil, refuse("%v", err)
+	}
+	if diff := ramLayoutDiff(cfg, rec.RAM, ram); len(diff) > 0 {
+		return nil, refuse("%s", layoutRefusal(diff))
 	}
 	return &Incoming{Path: path, file: f, rec: rec}, nil
 }
@@ -222,6 +234,9 @@ func (m *Machine) Restore(in *Incoming) error {
 		return fmt.Errorf("cannot restore into a machine that is %s", st)
 	}
 	m.mu.Unlock()
+	if diff := ramLayoutDiff(m.cfg, in.rec.RAM, m.ram); len(diff) > 0 {
+		return fmt.Errorf("cannot restore %s: %s", in.Path, layoutRefusal(diff))
+	}
 
 	// Rebuild the tables only to learn where they are (Build is
 	// deterministic); copying them would erase the guest's waking vector.

@@ -282,7 +282,7 @@ func cmdHostRestore(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer cancel()
-	if _, err := kexec.Restore(ctx, host, kexec.RestoreOptions{Log: log, Out: stdout, PMVM: pmvm}); err != nil {
+	if _, err := kexec.Restore(ctx, host, kexec.RestoreOptions{Log: log, Out: stdout, PMVM: pmvm, HostConfig: *config}); err != nil {
 		fmt.Fprintf(stderr, "pmvm host restore: %v\n", err)
 		return exitFailure
 	}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -155,7 +156,10 @@ func removeCgroups(t *testing.T, parent string) {
 			leaf := filepath.Join(d, s.Name())
 			deadline := time.Now().Add(10 * time.Second)
 			for {
-				procs := strings.Fields(readFileOrEmpty(filepath.Join(leaf, "cgroup.procs")))
+				// Never this test process: a test that ran pmvm run in
+				// it moves it back itself.
+				procs := slices.DeleteFunc(strings.Fields(readFileOrEmpty(filepath.Join(leaf, "cgroup.procs"))),
+					func(p string) bool { return p == strconv.Itoa(os.Getpid()) })
 				if len(procs) == 0 {
 					break
 				}
@@ -422,6 +426,10 @@ func TestHostUpdateAndRestoreTinyGuests(t *testing.T) {
 		assert.Regexp(t, "post-restore\\|"+v.name+"\\|"+regexp.QuoteMeta(filepath.Join(lab.stateDir, v.name+".state.resumed-")), readFile(t, lab.hooksLog))
 		cg := readFile(t, fmt.Sprintf("/proc/%d/cgroup", pids[v.name]))
 		assert.Contains(t, cg, lab.cgroupParent+"/"+v.name, "VM %s's pmvm runs in its own cgroup:\n%s", v.name, cg)
+		assert.NotContains(t, cg, lab.cgroupParent+"/"+v.name+"/", "it stays in the cgroup restore started it in, not one nested below")
+		cmdline := strings.ReplaceAll(readFile(t, fmt.Sprintf("/proc/%d/cmdline", pids[v.name])), "\x00", " ")
+		assert.Contains(t, cmdline, "--host-config "+lab.hostConfig, "restore gives pmvm run its own host config")
+		assert.Contains(t, readFile(t, filepath.Join(lab.logDir, v.name+".log")), "running in the VM's cgroup", "pmvm run took the cgroup from that host config")
 		assert.Equal(t, pids[v.name], syscallGetsid(pids[v.name]), "VM %s's pmvm leads its own session", v.name)
 	}
 	assert.Contains(t, out.String(), "blackout (save requested -> running again):")

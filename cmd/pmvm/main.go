@@ -20,6 +20,7 @@ import (
 
 	"github.com/pmvm/pmvm/configs"
 	"github.com/pmvm/pmvm/guestpm"
+	"github.com/pmvm/pmvm/kexec"
 	"github.com/pmvm/pmvm/pmem"
 	"github.com/pmvm/pmvm/vmm"
 )
@@ -27,7 +28,10 @@ import (
 const usage = `pmvm: a KVM virtual machine monitor whose guests survive host kernel updates
 
 usage:
-  pmvm run CONFIG.toml [--log-level LEVEL]   run a VM in the foreground until it powers off
+  pmvm run CONFIG.toml [--log-level LEVEL] [--host-config FILE]
+                                              run a VM in the foreground until it powers off, in
+                                              its own cgroup (host config: $PMVM_HOST_CONFIG, else
+                                              /etc/pmvm/host.toml; if none exists, no cgroup)
   pmvm run CONFIG.toml --incoming FILE        resume the suspended guest saved in FILE
   pmvm check CONFIG.toml [--json]             can each memory block honour the VM's mode? (0 ok, 1 refused, 2 usage)
   pmvm status NAME [--json]                   runstate, vCPUs, memory, uptime, last transition
@@ -138,6 +142,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	logLevel := fs.String("log-level", "info", "log level: trace, debug, info, warn, error")
 	incoming := fs.String("incoming", "", "resume the suspended guest saved in this state file")
+	hostConfig := fs.String("host-config", "", "host config with the cgroup parent and default [limits] (default $"+hostConfigEnv+", else "+configs.DefaultHostConfig+")")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return exitUsage
@@ -157,8 +162,13 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	log = log.With().Str("vm", cfg.Name).Logger()
+	host, err := findHostConfig(*hostConfig)
+	if err != nil {
+		fmt.Fprintf(stderr, "pmvm run: invalid host config:\n%v\n", err)
+		return exitUsage
+	}
 
-	outcome, err := runVM(cfg, log, stdout, stderr, *incoming)
+	outcome, err := runVM(cfg, host, log, stdout, stderr, *incoming)
 	if err != nil {
 		fmt.Fprintf(stderr, "pmvm run: %v\n", err)
 		if errors.Is(err, pmem.ErrModeRefused) || errors.Is(err, pmem.ErrMisfit) {
@@ -178,7 +188,68 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	}
 }
 
-func runVM(cfg *configs.VM, log zerolog.Logger, stdout, stderr io.Writer, incomingPath string) (vmm.Outcome, error) {
+// hostConfigEnv names the host config when --host-config does not.
+const hostConfigEnv = "PMVM_HOST_CONFIG"
+
+// runHost is the host config pmvm run takes its cgroup from.
+type runHost struct {
+	path, from string        // where it was looked for, and why there
+	host       *configs.Host // nil: nothing at path
+}
+
+// findHostConfig loads the host config named by --host-config, else
+// $PMVM_HOST_CONFIG, else the default path. A path where nothing exists
+// is no host config (pmvm host restore passes its own path even when it
+// runs on the defaults); one that exists must be valid.
+func findHostConfig(flagPath string) (runHost, error) {
+	h := runHost{path: flagPath, from: "--host-config"}
+	if h.path == "" {
+		h.path, h.from = os.Getenv(hostConfigEnv), "$"+hostConfigEnv
+	}
+	if h.path == "" {
+		h.path, h.from = configs.DefaultHostConfig, "the default"
+	}
+	if _, err := os.Stat(h.path); errors.Is(err, os.ErrNotExist) {
+		return h, nil
+	}
+	host, err := configs.LoadHost(h.path)
+	if err != nil {
+		return h, err
+	}
+	h.host = host
+	return h, nil
+}
+
+// joinCgroup moves this pmvm into the VM's cgroup with its limits, made as
+// pmvm host restore makes it, so that the VM runs in the same cgroup with
+// the same limits before and after a host update.
+func joinCgroup(cfg *configs.VM, h runHost, log zerolog.Logger) error {
+	switch {
+	case h.host == nil:
+		log.Info().Str("host_config", h.path).Msgf("no host config (%s): no cgroup of the VM's own, pmvm stays in the one it was started in", h.from)
+		return nil
+	case !h.host.Limits.CgroupsEnabled():
+		log.Info().Str("host_config", h.path).Msg("cgroups = false in the host config: no cgroup of the VM's own")
+		return nil
+	}
+	if err := kexec.CheckPids(cfg, h.host.Limits); err != nil {
+		return fmt.Errorf("cgroups: %w (host config %s)", err, h.path)
+	}
+	lim := kexec.LimitsFor(cfg, h.host.Limits)
+	cg, moved, err := kexec.JoinCgroup(cfg.Name, h.host.Limits.CgroupParent, lim)
+	if err != nil {
+		return fmt.Errorf("%w; nothing was started (cgroup from host config %s)", err, h.path)
+	}
+	log.Info().Str("cgroup", cg.String()).Str("limits", lim.String()).Bool("moved", moved).Str("host_config", h.path).Msg("running in the VM's cgroup")
+	return nil
+}
+
+func runVM(cfg *configs.VM, host runHost, log zerolog.Logger, stdout, stderr io.Writer, incomingPath string) (vmm.Outcome, error) {
+	// Before guest memory is mapped and vCPU threads start, so that every
+	// page and thread of this VM is in its cgroup.
+	if err := joinCgroup(cfg, host, log); err != nil {
+		return vmm.OutcomeError, err
+	}
 	var resume *vmm.Timeline
 	var incoming *vmm.Incoming
 	if incomingPath != "" {

@@ -15,6 +15,14 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// TestMain keeps this machine's host config away from the VMs tests run
+// in this process: pmvm run would move the test process into their
+// cgroups. Tests that want a host config pass --host-config.
+func TestMain(m *testing.M) {
+	os.Setenv(hostConfigEnv, "/nonexistent/pmvm-test/host.toml")
+	os.Exit(m.Run())
+}
+
 // writeConfig writes a VM config into dir; extra is appended verbatim.
 func writeConfig(t *testing.T, dir, kernel, extra string) string {
 	t.Helper()

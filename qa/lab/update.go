@@ -388,6 +388,7 @@ poweroff -f
 //	PMVM-LAB cgroup2 controllers=<list>
 //	PMVM-LAB vm-started name=<vm> pid=<pid>                          (vm1, vm2)
 //	PMVM-LAB vm-ready vm=<vm> l1-date=<s> boot_id=<uuid> ready date=<guest s>   (any order)
+//	PMVM-LAB cgroup-before vm=<vm> pid=<pid> cgroup=<cgroup v2 path>  (vm1, vm2)
 //	PMVM-LAB vm-started name=volatile pid=<pid>
 //	PMVM-LAB vm-ready vm=volatile l1-date=<s> idle uname=<...>
 //	PMVM-LAB refuse: <pmvm host update output> ... PMVM-LAB refuse-exit=<code> secs=<s>
@@ -522,6 +523,11 @@ boot_phase() {
 		vm_start $v
 		vm_watch vm-ready $v /tmp/vm/$v/console.log 600 'PMVM-GUEST ready' 'PMVM-GUEST boot_id='
 		joined "guest $v never got ready (qemu-ga + pattern fill)"
+	done
+	# Each pmvm's cgroup: the restored one must be the same after the kexec.
+	for v in $VMS; do
+		use $v
+		lab "cgroup-before vm=$v pid=$PMVM_PID cgroup=$(sed -n 's/^0:://p' /proc/$PMVM_PID/cgroup)"
 	done
 
 	# A VM that cannot survive the kexec: the update must refuse at once.

@@ -32,6 +32,7 @@ type UpdateVM struct {
 	Blackout     time.Duration     // from the restore timeline: save requested -> running
 	BlackoutText string
 	PID          int
+	CgroupBefore string // the cgroup v2 path of its pmvm before the update
 	Cgroup       string // the cgroup v2 path of its restored pmvm
 	StatusAfter  []string
 }
@@ -250,6 +251,15 @@ func CheckUpdateRun(vm *VM, want UpdateExpect, timeout time.Duration) (*UpdateRu
 		return r, err
 	}
 	mark("both guests ready (qemu-ga up, pattern filled)")
+	for range r.VMs {
+		m, err := wait(`^PMVM-LAB cgroup-before vm=(\S+) pid=\S* cgroup=(\S*)`, time.Minute)
+		if err != nil {
+			return r, err
+		}
+		if v := r.VM(m[1]); v != nil {
+			v.CgroupBefore = m[2]
+		}
+	}
 
 	// --- the refusal ---
 	problems = &r.RefusalProblems
@@ -446,6 +456,9 @@ func CheckUpdateRun(vm *VM, want UpdateExpect, timeout time.Duration) (*UpdateRu
 		if v.Cgroup == "" || v.Cgroup == "/" || !strings.Contains(v.Cgroup, v.Name) {
 			bad("VM %s: its restored pmvm runs in cgroup %q, want a cgroup of its own", v.Name, v.Cgroup)
 		}
+		if v.Cgroup != v.CgroupBefore {
+			bad("VM %s: its pmvm ran in cgroup %q before the update and runs in %q after it, want the same", v.Name, v.CgroupBefore, v.Cgroup)
+		}
 		if _, err = wait(`^PMVM-LAB after-status-`+v.Name+`-exit=`, time.Minute); err != nil {
 			return r, err
 		}
@@ -498,8 +511,8 @@ func (r *UpdateRun) Summary() []string {
 		if v.BootIDAfter != v.BootID {
 			same = fmt.Sprintf("CHANGED to %q", v.BootIDAfter)
 		}
-		s = append(s, fmt.Sprintf("VM %s: blackout %s (save requested -> running on the new kernel); boot_id %s %s; memory pattern %s; guest clock %+d s vs the lab host's; restored into cgroup %s",
-			v.Name, orDash(v.BlackoutText), v.BootID, same, orDash(v.Verify), v.Skew, orDash(v.Cgroup)))
+		s = append(s, fmt.Sprintf("VM %s: blackout %s (save requested -> running on the new kernel); boot_id %s %s; memory pattern %s; guest clock %+d s vs the lab host's; cgroup %s before, %s after",
+			v.Name, orDash(v.BlackoutText), v.BootID, same, orDash(v.Verify), v.Skew, orDash(v.CgroupBefore), orDash(v.Cgroup)))
 	}
 	s = append(s, "when (since the lab host started booting):")
 	keys := append([]string(nil), r.Steps...)

@@ -130,44 +130,53 @@ func TestIASL(t *testing.T) {
 	iasl := requireTool(t, "iasl")
 	for name, c := range testConfigs() {
 		t.Run(name, func(t *testing.T) {
-			im, err := Build(c, 0xE0000)
-			require.NoError(t, err)
-			dir := t.TempDir()
-			require.NoError(t, im.DumpTables(dir))
-
-			for _, sig := range []string{"XSDT", "FACP", "FACS", "APIC", "DSDT"} {
-				out, err := run(t, dir, iasl, "-d", sig+".dat")
-				require.NoError(t, err, "iasl -d %s.dat failed:\n%s", sig, out)
-				if sig == "FACS" {
-					// iasl's file loader checks every table as if it had a
-					// standard header; in the FACS the "OEM ID" bytes 10-15
-					// are the top of the hardware signature and the waking
-					// vector, so a non-ASCII hardware signature trips it.
-					out = facsHeaderNoise.ReplaceAllString(out, "")
-				}
-				assert.Empty(t, problemLines(out), "iasl -d %s.dat reports problems:\n%s", sig, out)
-				dsl, err := os.ReadFile(filepath.Join(dir, sig+".dsl"))
-				require.NoError(t, err, "iasl -d wrote no %s.dsl:\n%s", sig, out)
-				// The .dsl repeats comments such as "Incorrect checksum" and
-				// "/**** ACPI table terminates in the middle of a data structure".
-				assert.Empty(t, problemLines(string(dsl)), "%s.dsl flags problems", sig)
-
-				// Recompile the disassembly: 0 errors and the same bytes.
-				out, err = run(t, dir, iasl, "-p", "re_"+sig, sig+".dsl")
-				require.NoError(t, err, "iasl %s.dsl failed:\n%s", sig, out)
-				assert.Contains(t, out, "Compilation successful. 0 Errors, 0 Warnings")
-				assert.Empty(t, problemLines(out), "recompiling %s.dsl:\n%s", sig, out)
-				re, err := os.ReadFile(filepath.Join(dir, "re_"+sig+".aml"))
-				require.NoError(t, err)
-				sameExceptCompiler(t, sig, im.Tables[sig], re)
-			}
-
-			checkFADTDisassembly(t, c, im, dir)
-			checkMADTDisassembly(t, c, dir)
-			checkRSDPWithIASL(t, iasl, im, dir)
-			checkDSDTAgainstASL(t, iasl, c, im, dir)
+			checkWithIASL(t, iasl, c, 0xE0000)
 		})
 	}
+}
+
+// checkWithIASL builds the tables of c at base, dumps them to a temporary
+// directory and runs every iasl check of TestIASL on them. It returns the
+// image and the directory, which then holds each table's <sig>.dsl.
+func checkWithIASL(t *testing.T, iasl string, c Config, base uint64) (*Image, string) {
+	t.Helper()
+	im, err := Build(c, base)
+	require.NoError(t, err)
+	dir := t.TempDir()
+	require.NoError(t, im.DumpTables(dir))
+
+	for _, sig := range []string{"XSDT", "FACP", "FACS", "APIC", "DSDT"} {
+		out, err := run(t, dir, iasl, "-d", sig+".dat")
+		require.NoError(t, err, "iasl -d %s.dat failed:\n%s", sig, out)
+		if sig == "FACS" {
+			// iasl's file loader checks every table as if it had a
+			// standard header; in the FACS the "OEM ID" bytes 10-15
+			// are the top of the hardware signature and the waking
+			// vector, so a non-ASCII hardware signature trips it.
+			out = facsHeaderNoise.ReplaceAllString(out, "")
+		}
+		assert.Empty(t, problemLines(out), "iasl -d %s.dat reports problems:\n%s", sig, out)
+		dsl, err := os.ReadFile(filepath.Join(dir, sig+".dsl"))
+		require.NoError(t, err, "iasl -d wrote no %s.dsl:\n%s", sig, out)
+		// The .dsl repeats comments such as "Incorrect checksum" and
+		// "/**** ACPI table terminates in the middle of a data structure".
+		assert.Empty(t, problemLines(string(dsl)), "%s.dsl flags problems", sig)
+
+		// Recompile the disassembly: 0 errors and the same bytes.
+		out, err = run(t, dir, iasl, "-p", "re_"+sig, sig+".dsl")
+		require.NoError(t, err, "iasl %s.dsl failed:\n%s", sig, out)
+		assert.Contains(t, out, "Compilation successful. 0 Errors, 0 Warnings")
+		assert.Empty(t, problemLines(out), "recompiling %s.dsl:\n%s", sig, out)
+		re, err := os.ReadFile(filepath.Join(dir, "re_"+sig+".aml"))
+		require.NoError(t, err)
+		sameExceptCompiler(t, sig, im.Tables[sig], re)
+	}
+
+	checkFADTDisassembly(t, c, im, dir)
+	checkMADTDisassembly(t, c, dir)
+	checkRSDPWithIASL(t, iasl, im, dir)
+	checkDSDTAgainstASL(t, iasl, c, im, dir)
+	return im, dir
 }
 
 // checkFADTDisassembly reads back iasl's view of the FADT: its field names at

@@ -1,9 +1,13 @@
 package x86
 
-import "fmt"
+import (
+	"fmt"
+	"strconv"
+)
 
 // RAMRange is one contiguous stretch of guest RAM: part (or all) of one
-// configured memory block, which becomes one KVM memory slot.
+// configured memory block, which becomes one KVM memory slot. It is recorded
+// as is in the state file (machine record): do not add fields.
 type RAMRange struct {
 	Block       int    // index of the memory block in the config
 	GuestPhys   uint64 // first guest-physical address
@@ -14,35 +18,100 @@ type RAMRange struct {
 // End is the first address past the range.
 func (r RAMRange) End() uint64 { return r.GuestPhys + r.Size }
 
+// RAMBlock is what PlaceRAM needs to know of one configured memory block.
+type RAMBlock struct {
+	Name string // for messages ("ram0")
+	Size uint64
+	// Align is the alignment of the block's host mapping: the backing's page
+	// size (hugetlbfs), its dax alignment (device-dax), or pmem.DefaultAlign
+	// (2 MiB) for everything else. A power of two, at least MinRAMAlign, and
+	// Size is a multiple of it.
+	Align uint64
+}
+
+// MinRAMAlign is the least alignment PlaceRAM accepts: the base page.
+const MinRAMAlign = 4 << 10
+
 // MinFirstBlock is the smallest first memory block: it must hold the low
 // structures, the kernel and the initrd.
 const MinFirstBlock = 16 << 20
 
 // PlaceRAM lays the memory blocks out from guest-physical 0 in config order.
-// RAM never enters the MMIO gap: the part of a block that would continues at
-// 4 GiB. The layout depends only on the sizes, so the same config always
-// gives the same guest-physical map (resume depends on it).
-func PlaceRAM(sizes []uint64) ([]RAMRange, error) {
-	if len(sizes) == 0 {
+//
+// Each block starts at the next guest-physical address that is a multiple of
+// its Align, the alignment of its host mapping. KVM maps guest memory with a
+// large page only where the guest-physical and the host-virtual address
+// agree modulo the page size; since pmem aligns every host mapping to its
+// backing's Align, aligning the guest-physical address to the same Align
+// makes every huge page of the backing (2 MiB, or 1 GiB for a 1 GiB
+// hugetlbfs or device-dax) mappable as one. The padding this leaves between
+// blocks is a hole in guest-physical space only: it costs no host memory,
+// gets no memory slot and no e820 entry. Listing the blocks from the largest
+// alignment down leaves no holes.
+//
+// RAM never enters the MMIO gap: the part of a block that would is split off
+// and continues at 4 GiB, which keeps guest-physical and host-virtual
+// addresses congruent for every alignment up to the gap's size (1 GiB). A
+// block with a larger alignment is never split: it starts past the gap
+// instead. Every range's GuestPhys, BlockOffset and Size are multiples of
+// its block's Align.
+//
+// The layout depends only on the sizes and alignments, so the same config on
+// the same backings always gives the same guest-physical map (resume checks
+// the saved map against it). With every alignment at 2 MiB (sizes being
+// multiples of 2 MiB) it is the back-to-back layout of earlier versions.
+func PlaceRAM(blocks []RAMBlock) ([]RAMRange, error) {
+	if len(blocks) == 0 {
 		return nil, fmt.Errorf("no memory blocks")
 	}
-	if sizes[0] < MinFirstBlock {
-		return nil, fmt.Errorf("the first memory block is %d MiB; it holds the kernel and must be at least %d MiB", sizes[0]>>20, MinFirstBlock>>20)
+	for i, b := range blocks {
+		name := blockName(blocks, i)
+		switch {
+		case b.Size == 0:
+			return nil, fmt.Errorf("memory block %s has size 0", name)
+		case b.Align < MinRAMAlign || b.Align&(b.Align-1) != 0:
+			return nil, fmt.Errorf("memory block %s: its backing's alignment %d is not a power of two of at least %s; pmvm cannot place it", name, b.Align, sizeString(MinRAMAlign))
+		case b.Size%b.Align != 0:
+			return nil, fmt.Errorf("memory block %s: size %s is not a multiple of its backing's alignment %s; make size a multiple of %s",
+				name, sizeString(b.Size), sizeString(b.Align), sizeString(b.Align))
+		}
+	}
+	if blocks[0].Size < MinFirstBlock {
+		return nil, fmt.Errorf("the first memory block is %d MiB; it holds the kernel and must be at least %d MiB", blocks[0].Size>>20, MinFirstBlock>>20)
 	}
 	var out []RAMRange
 	next := uint64(0)
-	for i, size := range sizes {
-		if size == 0 {
-			return nil, fmt.Errorf("memory block %d has size 0", i)
+	for i, b := range blocks {
+		var err error
+		if next, err = alignUp(next, b.Align); err != nil {
+			return nil, placeErr(blocks, i)
+		}
+		// Splitting at the gap keeps GPA and HVA congruent only when the
+		// gap's end is as aligned as its start; else move past the gap.
+		if next < MMIOGapStart && next+b.Size > MMIOGapStart && (MMIOGapEnd-MMIOGapStart)%b.Align != 0 {
+			next = MMIOGapEnd
+		}
+		if next >= MMIOGapStart && next < MMIOGapEnd {
+			next = MMIOGapEnd
+		}
+		if next, err = alignUp(next, b.Align); err != nil {
+			return nil, placeErr(blocks, i)
+		}
+		if i == 0 && next != 0 {
+			return nil, fmt.Errorf("the first memory block %s (%s, aligned to %s) cannot start at guest-physical 0 around the MMIO gap at 3-4 GiB; make it at most 3 GiB, or list a block with an alignment of at most 1 GiB first",
+				blockName(blocks, 0), sizeString(b.Size), sizeString(b.Align))
 		}
 		off := uint64(0)
-		for off < size {
+		for off < b.Size {
 			if next >= MMIOGapStart && next < MMIOGapEnd {
 				next = MMIOGapEnd
 			}
-			n := size - off
+			n := b.Size - off
 			if next < MMIOGapStart && next+n > MMIOGapStart {
 				n = MMIOGapStart - next
+			}
+			if next+n < next {
+				return nil, placeErr(blocks, i)
 			}
 			out = append(out, RAMRange{Block: i, GuestPhys: next, BlockOffset: off, Size: n})
 			next += n
@@ -50,6 +119,39 @@ func PlaceRAM(sizes []uint64) ([]RAMRange, error) {
 		}
 	}
 	return out, nil
+}
+
+func alignUp(x, align uint64) (uint64, error) {
+	y := (x + align - 1) &^ (align - 1)
+	if y < x {
+		return 0, fmt.Errorf("overflow")
+	}
+	return y, nil
+}
+
+func placeErr(blocks []RAMBlock, i int) error {
+	return fmt.Errorf("memory block %s (%s, aligned to %s) does not fit below the top of the 64-bit guest-physical space; make the blocks smaller", blockName(blocks, i), sizeString(blocks[i].Size), sizeString(blocks[i].Align))
+}
+
+// blockName names block i for messages: its name if it has one, else its index.
+func blockName(blocks []RAMBlock, i int) string {
+	if blocks[i].Name != "" {
+		return strconv.Quote(blocks[i].Name)
+	}
+	return strconv.Itoa(i)
+}
+
+// sizeString formats n in the largest binary unit that divides it (1GiB, 2MiB, 4KiB).
+func sizeString(n uint64) string {
+	for _, u := range []struct {
+		name string
+		mult uint64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n != 0 && n%u.mult == 0 {
+			return strconv.FormatUint(n/u.mult, 10) + u.name
+		}
+	}
+	return strconv.FormatUint(n, 10) + " bytes"
 }
 
 // E820 entry types.
