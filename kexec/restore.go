@@ -224,7 +224,7 @@ func Restore(ctx context.Context, host *configs.Host, opts RestoreOptions) (*Res
 		// starts afresh.
 		archived := filepath.Join(host.StateDir, "update-timeline-"+tl.ID+".json")
 		if err := os.Rename(tlPath, archived); err == nil {
-			syncDir(host.StateDir)
+			state.SyncDir(host.StateDir)
 			rep.TimelineFile = archived
 		}
 	}
@@ -445,11 +445,12 @@ func (r *restorer) exitedEarly(res RestoreResult, cause, werr error, logPath str
 // moveAside renames the state file of a VM that runs again, so that no
 // later restore resumes the old state over the guest's newer memory.
 func (r *restorer) moveAside(res *RestoreResult) error {
-	to := fmt.Sprintf("%s.resumed-%s", res.StateFile, time.Now().UTC().Format("20060102T150405.000Z"))
-	if err := os.Rename(res.StateFile, to); err != nil {
+	// pmvm run --incoming moves it aside itself once the vCPUs run; this
+	// covers a pmvm that ended before it could.
+	to, err := state.MoveAsideResumed(res.StateFile)
+	if to == "" {
 		return fmt.Errorf("the VM runs but its state file %s could not be moved aside (%v): REMOVE IT BY HAND before the next boot, or a restore would resume the old state over the running guest's memory", res.StateFile, err)
 	}
-	syncDir(filepath.Dir(to))
 	res.MovedTo = to
 	r.tl.Mark(res.VM, StepStateMoved, filepath.Base(to))
 	return nil

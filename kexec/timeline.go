@@ -11,8 +11,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
+
+	"github.com/pmvm/pmvm/state"
 )
 
 // The timeline of a host update spans the kexec: the update writes it to
@@ -270,21 +271,9 @@ func writeFileDurable(path string, data []byte, mode os.FileMode) error {
 		return err
 	}
 	ok = true
-	return syncDir(dir)
+	return state.SyncDir(dir)
 }
 
-// syncDir makes a rename in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOTSUP) {
-		return fmt.Errorf("fsync %s: %w", dir, err)
-	}
-	return nil
-}
 
 // BootTime is when this kernel started, from /proc/uptime (centisecond
 // resolution) against the wall clock.

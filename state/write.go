@@ -68,15 +68,15 @@ func WriteFile(path string, f *File) (err error) {
 		return fmt.Errorf("writing state file %s: %w", path, err)
 	}
 	renamed = true
-	if err := syncDir(dir); err != nil {
+	if err := SyncDir(dir); err != nil {
 		return fmt.Errorf("state file %s was written but the rename may not survive a crash: fsync of %s: %w", path, dir, err)
 	}
 	return nil
 }
 
-// syncDir makes a rename in dir durable. Filesystems that cannot fsync a
+// SyncDir makes a rename in dir durable. Filesystems that cannot fsync a
 // directory (EINVAL, ENOTSUP) make renames durable by other means.
-func syncDir(dir string) error {
+func SyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err

@@ -155,6 +155,11 @@ type Incoming struct {
 // (explained one by one) and the identity of every memory backing.
 func CheckIncoming(cfg *configs.VM, path string) (*Incoming, error) {
 	f, err := state.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		if prev := state.LastResumed(path); prev != "" {
+			return nil, fmt.Errorf("%s was already resumed (it is now %s) and its guest has run since: resuming that old state again would corrupt the guest, so it cannot be done; nothing was mapped", path, prev)
+		}
+	}
 	if err != nil {
 		return nil, err
 	}

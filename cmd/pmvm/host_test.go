@@ -422,7 +422,11 @@ func TestHostUpdateAndRestoreTinyGuests(t *testing.T) {
 		assert.NoFileExists(t, filepath.Join(lab.stateDir, v.name+".state"))
 		moved, _ := filepath.Glob(filepath.Join(lab.stateDir, v.name+".state.resumed-*"))
 		assert.Len(t, moved, 1, "the state file of %s is moved aside, not deleted", v.name)
-		assert.Contains(t, readFile(t, filepath.Join(lab.logDir, v.name+".log")), "vCPUs running", "its pmvm's output goes to log_dir/%s.log", v.name)
+		// The restored pmvm prints its resume timeline just after it
+		// reports running, which is when the restore returns.
+		assert.Eventually(t, func() bool {
+			return strings.Contains(readFileOrEmpty(filepath.Join(lab.logDir, v.name+".log")), "vCPUs running")
+		}, 5*time.Second, 10*time.Millisecond, "its pmvm's output goes to log_dir/%s.log", v.name)
 		assert.Regexp(t, "post-restore\\|"+v.name+"\\|"+regexp.QuoteMeta(filepath.Join(lab.stateDir, v.name+".state.resumed-")), readFile(t, lab.hooksLog))
 		cg := readFile(t, fmt.Sprintf("/proc/%d/cgroup", pids[v.name]))
 		assert.Contains(t, cg, lab.cgroupParent+"/"+v.name, "VM %s's pmvm runs in its own cgroup:\n%s", v.name, cg)

@@ -22,6 +22,7 @@ import (
 	"github.com/pmvm/pmvm/guestpm"
 	"github.com/pmvm/pmvm/kexec"
 	"github.com/pmvm/pmvm/pmem"
+	"github.com/pmvm/pmvm/state"
 	"github.com/pmvm/pmvm/vmm"
 )
 
@@ -168,6 +169,13 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 
+	if *incoming == "" {
+		if err := refuseColdBootOverSaved(cfg, host, pos[0]); err != nil {
+			fmt.Fprintf(stderr, "pmvm run: %v\n", err)
+			return exitFailure
+		}
+	}
+
 	outcome, err := runVM(cfg, host, log, stdout, stderr, *incoming)
 	if err != nil {
 		fmt.Fprintf(stderr, "pmvm run: %v\n", err)
@@ -186,6 +194,28 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	default:
 		return exitFailure
 	}
+}
+
+// refuseColdBootOverSaved refuses to boot a VM afresh while the host's
+// state_dir holds its saved guest: the new boot would overwrite the memory
+// that guest is suspended in. pmvm host update saves there, and a restore
+// that failed leaves the file in place for the operator.
+func refuseColdBootOverSaved(cfg *configs.VM, h runHost, cfgPath string) error {
+	if h.host == nil {
+		return nil
+	}
+	p := h.host.StatePath(cfg.Name)
+	if _, err := os.Lstat(p); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	what := "a state file"
+	if f, err := state.ReadFile(p); err == nil {
+		what = fmt.Sprintf("the guest saved %s by pmvm %s", f.Header.Created.UTC().Format(time.RFC3339), f.Header.PMVMVersion)
+	} else {
+		what = fmt.Sprintf("a state file that does not read (%v)", err)
+	}
+	return fmt.Errorf("VM %q has %s in %s (state_dir of host config %s): booting it afresh would overwrite the memory that guest is suspended in. "+
+		"Resume it: pmvm run %s --incoming %s; or, to discard that guest for good, move the file out of %s first", cfg.Name, what, p, h.path, cfgPath, p, h.host.StateDir)
 }
 
 // hostConfigEnv names the host config when --host-config does not.
@@ -337,6 +367,16 @@ func runVM(cfg *configs.VM, host runHost, log zerolog.Logger, stdout, stderr io.
 			resume.Mark("vCPUs running")
 			fmt.Fprint(stderr, resume.String())
 			resume.Log(log)
+			// The guest runs on: its state file must never be resumed again.
+			moved, merr := state.MoveAsideResumed(incomingPath)
+			switch {
+			case moved != "" && merr == nil:
+				log.Info().Str("state", moved).Msg("state file moved aside: it cannot be resumed again")
+			case moved == "":
+				log.Error().Err(merr).Str("state", incomingPath).Msg("the guest runs, but its state file is still in place: REMOVE IT BY HAND, resuming it again would corrupt the guest")
+			case merr != nil:
+				log.Warn().Err(merr).Msg("state file moved aside, not yet durably")
+			}
 			resumed <- nil
 		}()
 	} else {

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -70,4 +72,58 @@ func TestSaveRefusalsLeaveTheGuestRunning(t *testing.T) {
 			assert.NoFileExists(t, c.state(dir))
 		})
 	}
+}
+
+// TestResumedStateFileIsMovedAside proves that once a resumed guest runs,
+// its state file is renamed to FILE.resumed-<time> by pmvm run --incoming
+// itself, and that resuming FILE again is refused with a message saying
+// why, the guest's memory untouched: the old state over memory the guest
+// has since changed would corrupt it.
+func TestResumedStateFileIsMovedAside(t *testing.T) {
+	_, cfg, backing, statePath := savedGuest(t)
+	var out, errb bytes.Buffer
+	require.Equal(t, exitPowerOff, runMain([]string{"run", cfg, "--incoming", statePath, "--log-level", "info"}, &out, &errb), errb.String())
+	assert.Equal(t, "WM\x80", out.String(), "the guest resumed")
+	assert.Contains(t, errb.String(), "state file moved aside")
+	assert.NoFileExists(t, statePath)
+	moved, _ := filepath.Glob(statePath + ".resumed-*")
+	require.Len(t, moved, 1)
+
+	before := fileSum(t, backing)
+	out.Reset()
+	errb.Reset()
+	assert.Equal(t, exitFailure, runMain([]string{"run", cfg, "--incoming", statePath, "--log-level", "error"}, &out, &errb))
+	assert.Contains(t, errb.String(), "was already resumed (it is now "+moved[0]+")")
+	assert.Empty(t, out.String(), "the guest did not run")
+	assert.Equal(t, before, fileSum(t, backing), "guest memory untouched by the refusal")
+}
+
+// TestRunRefusesColdBootOverASavedGuest proves pmvm run without --incoming
+// refuses a VM whose saved guest waits in the host's state_dir (where pmvm
+// host update puts it), naming the file and both ways out, and leaves the
+// memory the guest is suspended in untouched; resuming it still works.
+func TestRunRefusesColdBootOverASavedGuest(t *testing.T) {
+	dir, cfg, backing, saved := savedGuest(t)
+	stateDir, err := os.MkdirTemp("/var/tmp", "pmvm-coldboot-test-") // state_dir must not be under /tmp
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(stateDir) })
+	statePath := filepath.Join(stateDir, "tiny.state")
+	require.NoError(t, os.Rename(saved, statePath))
+	hostCfg := filepath.Join(dir, "host.toml")
+	require.NoError(t, os.WriteFile(hostCfg, []byte(fmt.Sprintf("state_dir = %q\n[limits]\ncgroups = false\n", stateDir)), 0o644))
+
+	before := fileSum(t, backing)
+	var out, errb bytes.Buffer
+	assert.Equal(t, exitFailure, runMain([]string{"run", cfg, "--host-config", hostCfg, "--log-level", "error"}, &out, &errb))
+	assert.Contains(t, errb.String(), `VM "tiny" has the guest saved `)
+	assert.Contains(t, errb.String(), "in "+statePath)
+	assert.Contains(t, errb.String(), "--incoming "+statePath)
+	assert.Contains(t, errb.String(), "move the file out of "+stateDir)
+	assert.Empty(t, out.String(), "nothing booted")
+	assert.Equal(t, before, fileSum(t, backing), "the saved guest's memory is untouched")
+
+	out.Reset()
+	errb.Reset()
+	require.Equal(t, exitPowerOff, runMain([]string{"run", cfg, "--host-config", hostCfg, "--incoming", statePath, "--log-level", "error"}, &out, &errb), errb.String())
+	assert.Equal(t, "WM\x80", out.String(), "the saved guest resumes")
 }
