@@ -274,7 +274,6 @@ func writeFileDurable(path string, data []byte, mode os.FileMode) error {
 	return state.SyncDir(dir)
 }
 
-
 // BootTime is when this kernel started, from /proc/uptime (centisecond
 // resolution) against the wall clock.
 func BootTime() (time.Time, error) {
