@@ -402,7 +402,7 @@ func (r *restorer) restoreVM(ctx context.Context, name, cfgPath string, cfg *con
 		prog.set(name, fmt.Sprintf("pid %d: %s", res.PID, resp.Status.RunState), false)
 	}
 	res.Took = res.Running.Sub(res.Started)
-	r.tl.Add(res.Running, name, StepRunning, fmt.Sprintf("pid %d", res.PID))
+	r.tl.Add(res.Running, name, StepRunning, fmt.Sprintf("woken from S3, pid %d", res.PID))
 	log.Info().Dur("took", res.Took).Msg("VM running again")
 	if err := r.moveAside(&res); err != nil {
 		return fail(err)
