@@ -1,5 +1,6 @@
-# pmvm: two commands matter. `make demo` boots the lab and shows a guest
-# running under pmvm; `make test` runs every test. Both install what they need.
+# pmvm: two commands matter. `make demo` boots the lab and shows a host
+# kernel update with two VMs carried across the kexec; `make test` runs every
+# test. Both install what they need.
 
 GO ?= go
 DEB_PACKAGES = qemu-system-x86 busybox-static acpica-tools xz-utils cpio
