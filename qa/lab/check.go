@@ -85,15 +85,17 @@ func CheckDaxRun(vm *VM, seed uint64, timeout time.Duration) (*DaxResult, error)
 	if r.CheckDaxExit != 0 {
 		bad("pmvm check on the device-dax config exited %d, want 0; output:\n\t%s", r.CheckDaxExit, strings.Join(r.CheckDax, "\n\t"))
 	}
+	// BLOCK BACKING SIZE ALIGN CLASS VERDICT: ram0 on the device, class
+	// survives-kexec, verdict ok.
+	survivesRe := regexp.MustCompile(`^ram0\s+(?:devdax\s+)?/dev/dax\S+\s+\S+\s+\S+\s+survives-kexec\s+ok\b`)
 	survives := false
 	for _, l := range r.CheckDax {
-		low := strings.ToLower(l)
-		if strings.Contains(l, "ram0") && (strings.Contains(low, "kexec") || regexp.MustCompile(`\bok\b`).MatchString(low)) {
+		if survivesRe.MatchString(strings.TrimSpace(l)) {
 			survives = true
 		}
 	}
 	if !survives {
-		bad("pmvm check on the device-dax config printed no line naming block ram0 as surviving kexec (\"kexec\" or \"ok\" on its line); output:\n\t%s", strings.Join(r.CheckDax, "\n\t"))
+		bad("pmvm check on the device-dax config printed no line with block ram0 on /dev/dax*, class survives-kexec, verdict ok; output:\n\t%s", strings.Join(r.CheckDax, "\n\t"))
 	}
 
 	if m, err = wait(`^PMVM-LAB check-anon-exit=(\d+)`, time.Minute); err != nil {
