@@ -108,6 +108,7 @@ type fakeVM struct {
 	runstate vmm.RunState
 	saveErr  string       // save answers this error...
 	failTo   vmm.RunState // ...and leaves the VM in this runstate
+	saveTook time.Duration // save takes this long before it answers
 	got      []string     // commands received
 	ln       net.Listener
 	exited   bool
@@ -141,6 +142,12 @@ func (f *fakeVM) handle(c net.Conn) {
 	}
 	f.mu.Lock()
 	f.got = append(f.got, req.Command)
+	took := f.saveTook
+	f.mu.Unlock()
+	if req.Command == "save" && took > 0 {
+		time.Sleep(took) // the guest's S3 entry and the state write
+	}
+	f.mu.Lock()
 	var resp vmm.ControlResponse
 	exit := false
 	switch req.Command {

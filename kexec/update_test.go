@@ -266,3 +266,49 @@ func TestUpdateNoRebootThenRestore(t *testing.T) {
 	assert.Empty(t, rep.Results)
 	assert.Contains(t, rout.String(), "nothing to restore")
 }
+
+// TestUpdateSavesInParallel proves the VMs are saved at the same time, not
+// one after the other: with every save taking 300 ms, each VM's save was
+// requested before any of them finished, and the phase took well under the
+// sum of the saves.
+func TestUpdateSavesInParallel(t *testing.T) {
+	root := t.TempDir()
+	h := testHost(t, root)
+	names := []string{"alpha", "beta", "gamma"}
+	for _, n := range names {
+		f := startFakeVM(t, h, n, kindPreserved, vmm.StateRunning)
+		f.mu.Lock()
+		f.saveTook = 300 * time.Millisecond
+		f.mu.Unlock()
+		t.Cleanup(func() { stopRestored(t, f.control) })
+	}
+	plan := NewPlan(h, PlanOptions{Kernel: fakeBzImage(t, root), KexecStatus: kexecOK})
+	require.NoError(t, plan.Err())
+	var rec loadRecorder
+	var out bytes.Buffer
+	log, _ := testLog()
+	res, err := Update(context.Background(), plan, rec.options(Options{Log: log, Out: &out, NoReboot: true, PMVM: fakePMVMCommand(t)}))
+	t.Log("\n" + out.String())
+	require.NoError(t, err)
+	require.Len(t, res.Saves, len(names))
+
+	tl, err := ReadTimeline(h.TimelinePath())
+	require.NoError(t, err)
+	var lastRequested, firstDurable time.Time
+	for _, n := range names {
+		req, ok := tl.Last(n, StepSaveRequested)
+		require.True(t, ok, n)
+		dur, ok := tl.Last(n, StepStateDurable)
+		require.True(t, ok, n)
+		if req.After(lastRequested) {
+			lastRequested = req
+		}
+		if firstDurable.IsZero() || dur.Before(firstDurable) {
+			firstDurable = dur
+		}
+	}
+	assert.True(t, lastRequested.Before(firstDurable), "every save was requested (last at %s) before the first was durable (%s)", lastRequested.Format(time.StampMicro), firstDurable.Format(time.StampMicro))
+	start, _ := tl.Last("", StepUpdateStarted)
+	loaded, _ := tl.Last("", StepKernelLoaded)
+	assert.Less(t, loaded.Sub(start), 3*300*time.Millisecond, "the save phase took less than the saves one after the other")
+}

@@ -534,6 +534,30 @@ func TestHostUpdateRefusesUnsaveableVM(t *testing.T) {
 	}
 }
 
+// TestHostUpdateDryRunTouchesNothing proves that --dry-run on a plan that
+// would go ahead prints it and exits 0 having done none of it: both VMs
+// keep their runstate, no state file, no hook, no kernel loaded.
+func TestHostUpdateDryRunTouchesNothing(t *testing.T) {
+	lab := newHostLab(t, true)
+	a := lab.addVM(t, "a", true)
+	b := lab.addVM(t, "b", true)
+	a.start(t, vmm.StateSuspended)
+	b.start(t, vmm.StateSuspended)
+	seams := installKexecSeams(t, nil)
+
+	var out, errb bytes.Buffer
+	code := cmdHost([]string{"update", "--config", lab.hostConfig, "--kernel", hostKernel(t, lab.root), "--cmdline", "console=ttyS0", "--dry-run"}, &out, &errb)
+	t.Log("\n" + out.String() + errb.String())
+	assert.Equal(t, 0, code)
+	assert.Contains(t, out.String(), "the update would save 2 VM(s)")
+	for _, v := range []*hostVM{a, b} {
+		assert.Equal(t, vmm.StateSuspended, v.runstate(), "VM %s untouched", v.name)
+		assert.NoFileExists(t, filepath.Join(lab.stateDir, v.name+".state"))
+	}
+	assert.NoFileExists(t, lab.hooksLog, "no hook ran")
+	assert.Zero(t, seams.loads, "no kernel was loaded")
+}
+
 // TestHostUsage proves bad invocations of pmvm host exit 2 and say why,
 // including an invalid host config (named key and line) and a missing
 // explicit --config; the default config path may be missing (defaults).
