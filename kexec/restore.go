@@ -215,6 +215,7 @@ func Restore(ctx context.Context, host *configs.Host, opts RestoreOptions) (*Res
 	printRestore(out, results)
 	fmt.Fprintln(out)
 	tl.Format(out)
+	tl.Log(opts.Log)
 
 	rep.TimelineFile = tlPath
 	if err := WriteTimeline(tlPath, tl); err != nil {

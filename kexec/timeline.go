@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/pmvm/pmvm/state"
 )
 
@@ -145,6 +147,32 @@ func (t *Timeline) Blackouts() []Blackout {
 		}
 	}
 	return out
+}
+
+// Log writes the timeline into log (host.log): one entry per step, then
+// one per VM blackout, so the log holds the same story as the printout.
+func (t *Timeline) Log(log zerolog.Logger) {
+	ev := t.sorted()
+	if len(ev) == 0 {
+		return
+	}
+	for _, e := range ev {
+		l := log.Info().Str("timeline", t.ID).Str("at", e.At.Format(time.RFC3339Nano)).Dur("since_start", e.At.Sub(ev[0].At)).Str("step", e.What)
+		if e.VM != "" {
+			l = l.Str("vm", e.VM)
+		}
+		if e.Detail != "" {
+			l = l.Str("detail", e.Detail)
+		}
+		l.Msg("timeline step")
+	}
+	for _, b := range t.Blackouts() {
+		l := log.Info().Str("timeline", t.ID).Str("vm", b.VM).Bool("running_again", b.Done)
+		if b.Done && !b.None {
+			l = l.Dur("blackout", b.Took)
+		}
+		l.Msg("blackout")
+	}
 }
 
 // Format writes the timeline: one line per step with the time since the

@@ -234,6 +234,7 @@ func (u *updater) run(ctx context.Context) error {
 	}
 	fmt.Fprintln(u.out)
 	u.tl.Format(u.out)
+	u.tl.Log(u.log)
 	if u.opts.NoReboot {
 		fmt.Fprintf(u.out, "\nevery VM is saved and the new kernel is loaded; not rebooting (--no-reboot).\n"+
 			"kexec with `systemctl kexec` (or reboot), then `pmvm host restore`; or run `pmvm host restore` now to resume the VMs on this kernel.\n")
@@ -355,6 +356,7 @@ func (u *updater) rollback(ctx context.Context, cause error) error {
 	}
 	fmt.Fprintln(u.out)
 	u.tl.Format(u.out)
+	u.tl.Log(u.log)
 
 	var err error
 	if len(lost) > 0 {

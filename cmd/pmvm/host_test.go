@@ -441,6 +441,9 @@ func TestHostUpdateAndRestoreTinyGuests(t *testing.T) {
 	assert.Regexp(t, `(?m)^  b  \d`, out.String())
 	assert.NoFileExists(t, timeline, "the complete update's timeline is archived")
 	assert.Contains(t, readFile(t, filepath.Join(lab.logDir, "host.log")), "hook succeeded", "log_dir/host.log records the update and restore")
+	hostLog := readFile(t, filepath.Join(lab.logDir, "host.log"))
+	assert.Regexp(t, `"step":"running","vm":"a","detail":"woken from S3, pid \d+","time":"[^"]+","message":"timeline step"`, hostLog, "host.log holds the timeline")
+	assert.Regexp(t, `"vm":"b","running_again":true,"blackout":[\d.]+,"time":"[^"]+","message":"blackout"`, hostLog, "and each VM's blackout")
 }
 
 func syscallGetsid(pid int) int {
