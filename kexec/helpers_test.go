@@ -106,10 +106,10 @@ type fakeVM struct {
 
 	mu       sync.Mutex
 	runstate vmm.RunState
-	saveErr  string       // save answers this error...
-	failTo   vmm.RunState // ...and leaves the VM in this runstate
+	saveErr  string        // save answers this error...
+	failTo   vmm.RunState  // ...and leaves the VM in this runstate
 	saveTook time.Duration // save takes this long before it answers
-	got      []string     // commands received
+	got      []string      // commands received
 	ln       net.Listener
 	exited   bool
 }
