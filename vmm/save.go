@@ -41,6 +41,36 @@ const (
 
 func memorySection(name string) string { return "memory/" + name }
 
+func vcpuSection(i int) string { return fmt.Sprintf("vcpu/%d", i) }
+
+// vcpuRecord is one vCPU as S3 leaves it: reset, its registers lost by
+// design (ACPI S3). The boot vCPU starts at the FACS waking vector, the
+// others wait for INIT-SIPI from the guest. Restart mode, which keeps a
+// running guest, will add the registers here.
+type vcpuRecord struct {
+	APICID uint32 `json:"apic_id"`
+	Boot   bool   `json:"boot"`
+	State  string `json:"state"`
+}
+
+const (
+	vcpuBootState  = "reset: starts at the FACS waking vector"
+	vcpuOtherState = "reset: waits for INIT-SIPI"
+)
+
+// vcpuRecords describes n vCPUs as a reboot-mode save leaves them; APIC
+// IDs are the vCPU indexes (the MADT's).
+func vcpuRecords(n int) []vcpuRecord {
+	out := make([]vcpuRecord, n)
+	for i := range out {
+		out[i] = vcpuRecord{APICID: uint32(i), Boot: i == 0, State: vcpuOtherState}
+	}
+	if n > 0 {
+		out[0].State = vcpuBootState
+	}
+	return out
+}
+
 // machineRecord describes the saved machine as a whole.
 type machineRecord struct {
 	Platform string              `json:"platform"`
@@ -130,6 +160,9 @@ func (m *Machine) writeState(path, version string) error {
 	for i, r := range m.regions {
 		errs = append(errs, add(memorySection(m.cfg.Memory[i].Name), r.Identity()))
 	}
+	for i, v := range vcpuRecords(m.cfg.VCPUs) {
+		errs = append(errs, add(vcpuSection(i), v))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("build state: %w", err)
 	}
@@ -214,6 +247,31 @@ func CheckIncoming(cfg *configs.VM, path string) (*Incoming, error) {
 			return nil, refuse("memory block %q on %s is not the memory the guest was saved in:\n  %s", spec.Name, spec.Backing, strings.Join(diff, "\n  "))
 		}
 		aligns[i] = b.Align
+	}
+	// vcpu/N sections (absent from files of pmvm before they existed, which
+	// saved the same reset vCPUs) must describe the machine being resumed.
+	want := vcpuRecords(cfg.VCPUs)
+	for i := 0; ; i++ {
+		if _, ok := f.Section(vcpuSection(i)); !ok {
+			if i > 0 && i < len(want) {
+				return nil, refuse("it has vCPU sections vcpu/0..vcpu/%d but the machine has %d vCPUs", i-1, len(want))
+			}
+			break
+		}
+		if i >= len(want) {
+			return nil, refuse("it has section %s but the machine has %d vCPUs", vcpuSection(i), len(want))
+		}
+		s, err := f.Need(vcpuSection(i), recordVersion)
+		if err != nil {
+			return nil, err
+		}
+		var v vcpuRecord
+		if err := s.DecodeJSON(&v); err != nil {
+			return nil, refuse("section %s: %v", vcpuSection(i), err)
+		}
+		if v != want[i] {
+			return nil, refuse("section %s is %+v, want %+v: this pmvm resumes only vCPUs reset by S3", vcpuSection(i), v, want[i])
+		}
 	}
 	// The same config on the same memory must give the same guest-physical
 	// layout: the guest's page tables and e820 map hold the saved one.

@@ -115,7 +115,7 @@ func TestSaveAndResumeInANewMachine(t *testing.T) {
 
 	var io, ie bytes.Buffer
 	require.Equal(t, 0, cmdState([]string{"inspect", statePath}, &io, &ie), ie.String())
-	for _, sec := range []string{"machine", "clock", "memory/ram0", "uart@0x3f8", "uart@0x2f8", "cmos@0x70", "i8042@0x60", "acpi-pm@0x600"} {
+	for _, sec := range []string{"machine", "clock", "memory/ram0", "vcpu/0", "uart@0x3f8", "uart@0x2f8", "cmos@0x70", "i8042@0x60", "acpi-pm@0x600"} {
 		assert.Contains(t, io.String(), sec, "pmvm state inspect shows every section")
 	}
 
