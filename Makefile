@@ -27,6 +27,8 @@ build:
 # stalls (2 cores here).
 UNIT_PKGS = $$($(GO) list ./... | grep -v /qa)
 test: deps
+	@unformatted=$$($$($(GO) env GOROOT)/bin/gofmt -l $$(git ls-files '*.go')); \
+	if [ -n "$$unformatted" ]; then echo "gofmt -w these files:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) test $(GOTEST_FLAGS) $(UNIT_PKGS)
 	$(GO) test $(GOTEST_FLAGS) -p 1 ./qa/...
