@@ -30,6 +30,6 @@
 // guest-suspend-ram sends no reply on success: the guest goes to sleep. So
 // Client.SuspendRAM returns once the request is delivered and a short grace
 // period passed without an error reply; the caller confirms the suspend by
-// seeing the guest write SLP_TYP=S3|SLP_EN to PM1a_CNT, and tracks it in a
-// PowerState.
+// seeing the guest write SLP_TYP=S3|SLP_EN to PM1a_CNT (the machine's
+// runstate, vmm/runstate.go).
 package guestpm

@@ -62,6 +62,7 @@ type Machine struct {
 	runstate RunState
 	since    time.Time     // when runstate was entered
 	last     Transition    // the latest runstate change
+	illegal  int           // runstate moves runstate.go does not allow
 	changed  chan struct{} // closed and replaced on every runstate change
 	parked   int           // vCPU threads parked (out of KVM_RUN) for S3
 	wakeGen  uint64        // bumped by each wake; parked threads wait for it

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pmvm/pmvm/configs"
@@ -87,7 +88,10 @@ func tinyMachine(t *testing.T, code []byte, vcpus int) (*Machine, *syncBuffer) {
 	console := &syncBuffer{}
 	m, err := New(cfg, Options{Log: zerolog.New(zerolog.NewTestWriter(t)), Console: console})
 	require.NoError(t, err, "this test needs /dev/kvm")
-	t.Cleanup(func() { m.Close() })
+	t.Cleanup(func() {
+		assert.Zero(t, m.IllegalTransitions(), "runstate moves the runstate machine does not allow")
+		m.Close()
+	})
 	require.NoError(t, m.Boot())
 	return m, console
 }

@@ -21,12 +21,24 @@ type Transition struct {
 // setStateLocked moves to a new runstate and wakes everyone waiting on one.
 // Caller holds m.mu.
 func (m *Machine) setStateLocked(to RunState) {
+	if !CanMove(m.runstate, to) {
+		m.illegal++
+		m.log.Error().Str("from", string(m.runstate)).Str("to", string(to)).Msg("runstate move the runstate machine does not allow (a pmvm bug)")
+	}
 	now := time.Now()
 	m.last = Transition{From: m.runstate, To: to, At: now, Took: now.Sub(m.since)}
 	m.runstate, m.since = to, now
 	close(m.changed)
 	m.changed = make(chan struct{})
 	m.cond.Broadcast()
+}
+
+// IllegalTransitions counts runstate moves the runstate machine does not
+// allow (see runstate.go); anything but 0 is a pmvm bug.
+func (m *Machine) IllegalTransitions() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.illegal
 }
 
 // RunState returns the current runstate.
