@@ -197,4 +197,5 @@ func TestRunRefusesVolatileRAMInRebootMode(t *testing.T) {
 	assert.Contains(t, errb.String(), "volatile")
 	assert.Contains(t, errb.String(), "/dev/dax")
 	assert.NoFileExists(t, filepath.Join(dir, "control.sock"), "nothing started")
+	assert.NoFileExists(t, filepath.Join(dir, "agent.sock"), "nothing started")
 }
