@@ -26,7 +26,7 @@ import (
 type Mode string
 
 const (
-	// ModeNone: the VM lives as long as the VMM process. The default.
+	// ModeNone: the VM lives as long as the VMM process.
 	ModeNone Mode = "none"
 	// ModeReboot: the VM survives a host kernel update (suspend to S3,
 	// kexec, resume). Guest RAM must outlive the host kernel.
@@ -59,7 +59,7 @@ const (
 // VM is one virtual machine's configuration: the top level of the TOML file.
 type VM struct {
 	Name    string   `toml:"name"`
-	Mode    Mode     `toml:"mode"`  // "" means ModeNone
+	Mode    Mode     `toml:"mode"`  // required (Validate)
 	VCPUs   int      `toml:"vcpus"` // 1..MaxVCPUs
 	Boot    Boot     `toml:"boot"`
 	Memory  []Memory `toml:"memory"` // laid out in this order from guest-physical 0
@@ -197,7 +197,8 @@ func (v *VM) TotalMemory() uint64 {
 	return total
 }
 
-// RunMode returns the mode with the default applied.
+// RunMode returns the mode. Validate requires one; a VM built in code
+// without one (tests) runs as ModeNone.
 func (v *VM) RunMode() Mode {
 	if v.Mode == "" {
 		return ModeNone
@@ -205,11 +206,9 @@ func (v *VM) RunMode() Mode {
 	return v.Mode
 }
 
-// setDefaults fills the optional fields the TOML file left out.
+// setDefaults fills the optional fields the TOML file left out (mode is
+// not optional).
 func (v *VM) setDefaults() {
-	if v.Mode == "" {
-		v.Mode = ModeNone
-	}
 	if v.Console.Output == "" {
 		v.Console.Output = ConsoleStdout
 	}

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -56,12 +57,28 @@ func TestDecodePreservedAcrossKexec(t *testing.T) {
 	require.True(t, v.Memory[0].PreservedAcrossKexec)
 }
 
-// Omitted optional settings get their defaults: mode none, console stdout.
+// An omitted console output means stdout; an omitted mode stays empty,
+// for Validate to refuse (TestValidateRefusesMissingMode).
 func TestDecodeDefaults(t *testing.T) {
 	v, err := Decode("d.toml", strings.NewReader(`name = "d"`))
 	require.NoError(t, err)
-	require.Equal(t, ModeNone, v.Mode)
+	require.Equal(t, Mode(""), v.Mode)
 	require.Equal(t, ConsoleStdout, v.Console.Output)
+}
+
+// TestValidateRefusesMissingMode proves every VM must declare its mode:
+// what its guest survives is never implied.
+func TestValidateRefusesMissingMode(t *testing.T) {
+	v, err := Decode("d.toml", strings.NewReader("name = \"d\"\nvcpus = 1\n[boot]\nkernel = \"/k\"\n[[memory]]\nname = \"ram0\"\nsize = \"64MiB\"\nbacking = \"anonymous\"\n[agent]\nsocket = \"/run/a.sock\"\n[control]\nsocket = \"/run/c.sock\"\n"))
+	require.NoError(t, err)
+	err = v.Validate()
+	require.Error(t, err)
+	var fe *FieldError
+	require.ErrorAs(t, err, &fe)
+	assert.Equal(t, "mode", fe.Field)
+	assert.Contains(t, err.Error(), `mode: missing; say what the guest must survive: mode = "reboot"`)
+	v.Mode = ModeNone
+	assert.NoError(t, v.Validate())
 }
 
 // An unknown key (a typo) is refused with the file, the line, the key and

@@ -13,6 +13,7 @@ import (
 // vmWithLimits is a valid config with tail (a [limits] table) appended.
 func vmWithLimits(tail string) string {
 	return `name = "l"
+mode = "none"
 vcpus = 2
 [boot]
 kernel = "/k"
@@ -73,13 +74,13 @@ func TestVMLimitsRefused(t *testing.T) {
 		assert.Contains(t, err.Error(), tc.field+": ", tc.tail)
 	}
 	for _, tc := range []struct{ tail, want string }{
-		{"pids = \"many\"", `l.toml:14:8: limits.pids: expected an integer, not a string`},
-		{"cpu_weight = -5", `l.toml:14:14: limits.cpu_weight: negative integer value -5`},
-		{"cpu_weight = \"high\"", `l.toml:14:14: limits.cpu_weight: expected a whole number, not a string`},
-		{"vmm_memory_overhead = \"1.5GiB\"", `l.toml:14:23: limits.vmm_memory_overhead: size "1.5GiB": fractions are not accepted`},
-		{"cgroups = false", `l.toml:14: unknown key "cgroups" in [limits]`},
-		{"cgroup_parent = \"/x\"", `l.toml:14: unknown key "cgroup_parent" in [limits]`},
-		{"pid = 100", `l.toml:14: unknown key "pid" in [limits]`},
+		{"pids = \"many\"", `l.toml:15:8: limits.pids: expected an integer, not a string`},
+		{"cpu_weight = -5", `l.toml:15:14: limits.cpu_weight: negative integer value -5`},
+		{"cpu_weight = \"high\"", `l.toml:15:14: limits.cpu_weight: expected a whole number, not a string`},
+		{"vmm_memory_overhead = \"1.5GiB\"", `l.toml:15:23: limits.vmm_memory_overhead: size "1.5GiB": fractions are not accepted`},
+		{"cgroups = false", `l.toml:15: unknown key "cgroups" in [limits]`},
+		{"cgroup_parent = \"/x\"", `l.toml:15: unknown key "cgroup_parent" in [limits]`},
+		{"pid = 100", `l.toml:15: unknown key "pid" in [limits]`},
 	} {
 		_, err := Decode("l.toml", strings.NewReader(vmWithLimits("[limits]\n"+tc.tail+"\n")))
 		require.Error(t, err, tc.tail)

@@ -52,8 +52,11 @@ func (v *VM) Validate() error {
 		bad("name", "%q must match %s (lower case letters, digits, '.', '-', '_'; at most 63 bytes; starting with a letter or digit)", v.Name, namePattern)
 	}
 
-	mode := v.RunMode()
-	switch mode {
+	// No default: what happens to the guest across a pmvm restart or a host
+	// update is the operator's decision, written down, never implied.
+	switch v.Mode {
+	case "":
+		bad("mode", "missing; say what the guest must survive: mode = \"reboot\" (a host kernel update: memory on device-dax or fsdax), \"restart\" (a pmvm restart) or \"none\" (nothing: it lives as long as its pmvm process)")
 	case ModeNone, ModeReboot, ModeRestart:
 	default:
 		bad("mode", "%q is not one of \"none\", \"reboot\", \"restart\"", v.Mode)

@@ -39,7 +39,7 @@ func TestValidateAccepts(t *testing.T) {
 		proves string
 		mutate func(v *VM)
 	}{
-		{"the zero mode and console output mean the defaults", func(v *VM) { v.Mode = ""; v.Console.Output = "" }},
+		{"the zero console output means stdout", func(v *VM) { v.Console.Output = "" }},
 		{"one vCPU is enough", func(v *VM) { v.VCPUs = 1 }},
 		{"254 vCPUs is the maximum", func(v *VM) { v.VCPUs = MaxVCPUs }},
 		{"a 63-byte name with . - _", func(v *VM) { v.Name = "a" + strings.Repeat("b.-_", 15) + "c" }},

@@ -21,8 +21,8 @@ func demoInMode(t *testing.T, mode string) string {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("..", "..", "configs", "examples", "demo.toml"))
 	require.NoError(t, err)
-	doc := strings.Replace(string(b), "name = \"demo\"\n", fmt.Sprintf("name = \"demo\"\nmode = %q\n", mode), 1)
-	require.Contains(t, doc, "mode = ")
+	doc := strings.Replace(string(b), "mode = \"none\"\n", fmt.Sprintf("mode = %q\n", mode), 1)
+	require.Contains(t, doc, fmt.Sprintf("mode = %q\n", mode))
 	path := filepath.Join(t.TempDir(), "demo.toml")
 	require.NoError(t, os.WriteFile(path, []byte(doc), 0o644))
 	return path

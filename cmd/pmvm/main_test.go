@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -26,6 +27,9 @@ func TestMain(m *testing.M) {
 // writeConfig writes a VM config into dir; extra is appended verbatim.
 func writeConfig(t *testing.T, dir, kernel, extra string) string {
 	t.Helper()
+	if !strings.Contains(extra, "mode =") {
+		extra = "mode = \"none\"\n" + extra
+	}
 	cfg := fmt.Sprintf(`name = "tiny"
 vcpus = 1
 %s
@@ -69,7 +73,7 @@ func TestRunRefusesUnknownKey(t *testing.T) {
 	code := runMain([]string{"run", path}, &out, &errb)
 	assert.Equal(t, exitUsage, code)
 	assert.Contains(t, errb.String(), `unknown key "vcpu"`)
-	assert.Contains(t, errb.String(), "vm.toml:3")
+	assert.Contains(t, errb.String(), "vm.toml:4")
 }
 
 // TestRunPowerOffExitsZero proves the exit code contract end to end on

@@ -114,6 +114,7 @@ func TestReadModuleXZ(t *testing.T) {
 
 func TestVMConfigTOML(t *testing.T) {
 	want := `name = "labguest"
+mode = "none"
 vcpus = 2
 [boot]
 kernel = "/lab/guest/vmlinuz"

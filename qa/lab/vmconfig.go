@@ -63,9 +63,11 @@ func (c VMConfig) TOML() []byte {
 	q := strconv.Quote
 	var b strings.Builder
 	fmt.Fprintf(&b, "name = %s\n", q(c.Name))
-	if c.Mode != "" {
-		fmt.Fprintf(&b, "mode = %s\n", q(c.Mode))
+	mode := c.Mode
+	if mode == "" {
+		mode = "none"
 	}
+	fmt.Fprintf(&b, "mode = %s\n", q(mode))
 	fmt.Fprintf(&b, "vcpus = %d\n", c.VCPUs)
 	fmt.Fprintf(&b, "[boot]\nkernel = %s\n", q(c.Kernel))
 	if c.Initrd != "" {
