@@ -41,9 +41,9 @@ func testLabRebootResume(t testing.TB) {
 	vm := start(t, l, q, "[lab] ")
 	waitFor(t, vm, `PMVM-LAB kvm-ready`, 2*time.Minute)
 	waitFor(t, vm, `PMVM-LAB dax-ready size=(\d+)`, time.Minute)
-	waitFor(t, vm, `PMVM-LAB got: PMVM-GUEST ready`, 5*time.Minute)
+	ready := waitFor(t, vm, `PMVM-LAB got: PMVM-GUEST ready date=\d+ uptime=([\d.]+)`, 5*time.Minute)
 	bootID := waitFor(t, vm, `PMVM-LAB got: PMVM-GUEST boot_id=(\S+)`, time.Minute)[1]
-	var uptime int64
+	uptime, _ := strconv.ParseFloat(ready[1], 64) // each resume's uptime must go on from here
 	for n := 1; n <= cycles; n++ {
 		waitFor(t, vm, `PMVM-LAB save-`+itoa(n)+`: .*state durable`, 3*time.Minute)
 		waitFor(t, vm, `PMVM-LAB save-`+itoa(n)+`-exit=0 `, time.Minute)
@@ -55,9 +55,9 @@ func testLabRebootResume(t testing.TB) {
 		r := fields(waitFor(t, vm, `PMVM-GUEST resumed n=`+itoa(n)+` (.*)`, 2*time.Minute)[1])
 		seen := fields(waitFor(t, vm, `PMVM-LAB resumed-seen n=`+itoa(n)+` (.*)`, time.Minute)[1])
 		checkResume(t, n, r, bootID, time.Unix(atoi(seen["l1-date"]), 0))
-		up := atoi(strings.Split(r["uptime"], ".")[0])
-		if r["uptime"] == "" || up <= uptime {
-			t.Errorf("resume %d: guest uptime %q does not continue past %d s", n, r["uptime"], uptime)
+		up, err := strconv.ParseFloat(r["uptime"], 64)
+		if err != nil || up <= uptime {
+			t.Errorf("resume %d: guest uptime %q does not continue past %.2f s", n, r["uptime"], uptime)
 		}
 		uptime = up
 		v := waitFor(t, vm, `PMVM-GUEST pattern-verify (\S+) .*round=`+itoa(n)+` `, 5*time.Minute)
@@ -78,6 +78,12 @@ func faultCases(t testing.TB, vm *lab.VM) {
 	inspect := waitFor(t, vm, `PMVM-LAB inspect-exit=(\d+)`, time.Minute)
 	if inspect[1] != "0" {
 		t.Errorf("pmvm state inspect exited %s", inspect[1])
+	}
+	shown := strings.Join(vm.PrefixedLines("PMVM-LAB inspect: "), "\n")
+	for _, sec := range []string{"machine", "clock", "memory/ram0", "vcpu/0", "vcpu/1", "uart@0x3f8", "uart@0x2f8", "cmos@0x70", "i8042@0x60", "acpi-pm@0x600"} {
+		if !strings.Contains(shown, sec) {
+			t.Errorf("pmvm state inspect does not show section %s:\n%s", sec, shown)
+		}
 	}
 	before := waitFor(t, vm, `PMVM-LAB daxsum .*sha256=([0-9a-f]+)`, 2*time.Minute)[1]
 	for _, f := range lab.RebootFaults {

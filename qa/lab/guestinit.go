@@ -75,7 +75,7 @@ type PMGuest struct {
 //	(GuestReport, PMReport)
 //	PMVM-GUEST qga-started pid=<pid>
 //	PMVM-GUEST pattern-filled bytes=<n> sha256=<hex> seed=<seed> mlocked=<bool> secs=<t>
-//	PMVM-GUEST ready date=<epoch s>
+//	PMVM-GUEST ready date=<epoch s> uptime=<s since boot>
 //	then for each resume k = 1, 2, ...:
 //	PMVM-GUEST resumed n=<k> cpus-online=<list> boot_id=<uuid> pm-exit=<"PM: suspend exit" lines in dmesg> suspend-fail=<count> uptime=<s since boot> date=<epoch s>
 //	PMVM-GUEST pattern-verify ok bytes=<n> round=<k> secs=<t>   (or BAD ... first-bad-offset=...)
@@ -103,7 +103,7 @@ func PMGuestInit(o PMGuest) string {
 pattern fill --percent $PERCENT --seed $SEED --ready /tmp/pattern.state &
 PAT=$!
 wait_file /tmp/pattern.state filled 900 || echo "PMVM-GUEST ERROR: pattern fill did not finish"
-echo "PMVM-GUEST ready date=$(date +%s)"
+echo "PMVM-GUEST ready date=$(date +%s) uptime=$(cut -d' ' -f1 /proc/uptime)"
 arm_rtc() {
 	w=/sys/class/rtc/rtc0/wakealarm
 	echo 0 > $w
