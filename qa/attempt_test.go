@@ -75,7 +75,7 @@ func inLabAttempts(t *testing.T, body func(t testing.TB)) {
 		}
 		var trouble []string
 		for _, vm := range a.vms {
-			trouble = append(trouble, lab.HostTrouble(vm.Lines())...)
+			trouble = append(trouble, lab.HostTroubleOf(vm)...)
 		}
 		if n == 2 || len(trouble) == 0 {
 			if len(trouble) > 0 {

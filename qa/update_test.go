@@ -49,13 +49,13 @@ func TestLabKernelUpdate(t *testing.T) {
 		vm = start(t, l, q, "[lab] ")
 		// The checker follows the whole run; the subtests report its parts.
 		r, err = lab.CheckUpdateRun(vm, lab.UpdateExpect{From: b.From.Version, To: b.To.Version, VCPUs: b.Spec.VCPUs}, overall)
-		if err == nil || attempt == 2 || len(lab.HostTrouble(vm.Lines())) == 0 {
+		if err == nil || attempt == 2 || len(lab.HostTroubleOf(vm)) == 0 {
 			break
 		}
 		// The lab host's own kernel died or froze (see attempt_test.go).
 		// That is the lab, not pmvm: run the whole lab once more, and say so.
 		t.Logf("attempt %d failed (%v) while the lab host's own kernel was in trouble:\n\t%s\n%s\nrunning the lab once more",
-			attempt, err, strings.Join(lab.HostTrouble(vm.Lines()), "\n\t"), hostLoad())
+			attempt, err, strings.Join(lab.HostTroubleOf(vm), "\n\t"), hostLoad())
 		vm.Kill()
 	}
 	for _, s := range r.Steps {

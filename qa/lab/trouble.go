@@ -30,3 +30,32 @@ func HostTrouble(console []string) []string {
 	}
 	return out
 }
+
+// powerOffRE matches the lab host kernel's last words on a clean poweroff
+// or an announced reboot.
+var powerOffRE = regexp.MustCompile(`reboot: (Power down|Restarting system)`)
+
+// VanishedLine is what HostTroubleOf reports for a lab host that reset
+// without a word.
+const VanishedLine = "(the lab host's QEMU exited by itself with no poweroff and no panic on its console: under -no-reboot that is a reset, a triple fault of the lab host's own kernel)"
+
+// HostTroubleOf is HostTrouble over vm's console, plus VanishedLine when
+// the lab host reset silently: QEMU exited by itself (status 0, neither
+// killed nor timed out) and its kernel never said it powered off. pmvm, a
+// process in the lab host, cannot reset the lab host's kernel.
+func HostTroubleOf(vm *VM) []string {
+	lines := vm.Lines()
+	out := HostTrouble(lines)
+	vm.mu.Lock()
+	selfExit := vm.exited && vm.exitErr == nil && !vm.timedOut
+	vm.mu.Unlock()
+	if !selfExit {
+		return out
+	}
+	for _, l := range lines {
+		if powerOffRE.MatchString(l) || strings.Contains(l, "Kernel panic") {
+			return out
+		}
+	}
+	return append(out, VanishedLine)
+}

@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"errors"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -23,4 +24,23 @@ func TestHostTroubleIgnoresGuests(t *testing.T) {
 	got := HostTrouble(console)
 	assert.Equal(t, []string{console[1], console[2], console[3], console[6]}, got)
 	assert.Empty(t, HostTrouble([]string{"[l2] Kernel panic - not syncing", "PMVM-LAB scenario-exit=1"}))
+}
+
+// TestHostTroubleOfASilentReset proves a lab host that vanished (QEMU
+// exited by itself, -no-reboot, with no poweroff or panic on its console:
+// a triple fault) counts as lab trouble, and that a clean poweroff, a
+// QEMU killed by the test or by its deadline, or a lab host still running
+// do not.
+func TestHostTroubleOfASilentReset(t *testing.T) {
+	vmWith := func(exited bool, exitErr error, timedOut bool, lines ...string) *VM {
+		return &VM{lines: lines, exited: exited, exitErr: exitErr, timedOut: timedOut}
+	}
+	running := []string{"PMVM-LAB got: PMVM-GUEST pattern-verify ok", "PMVM-LAB verified vm=vm2"}
+	assert.Equal(t, []string{VanishedLine}, HostTroubleOf(vmWith(true, nil, false, running...)))
+	assert.Empty(t, HostTroubleOf(vmWith(true, nil, false, append(running, "PMVM-LAB scenario-exit=0", "[   11.72] reboot: Power down")...)))
+	assert.Empty(t, HostTroubleOf(vmWith(true, errors.New("signal: killed"), false, running...)))
+	assert.Empty(t, HostTroubleOf(vmWith(true, nil, true, running...)))
+	assert.Empty(t, HostTroubleOf(vmWith(false, nil, false, running...)))
+	panicked := HostTroubleOf(vmWith(true, nil, false, "[ 9.1] Kernel panic - not syncing: Fatal exception"))
+	assert.Equal(t, []string{"[ 9.1] Kernel panic - not syncing: Fatal exception"}, panicked, "a panic is reported as itself")
 }

@@ -187,7 +187,7 @@ func runUpdate(timeout time.Duration, pmvm string) error {
 		fmt.Println("PROBLEM:", p)
 	}
 	if err != nil {
-		if trouble := lab.HostTrouble(vm.Lines()); len(trouble) > 0 {
+		if trouble := lab.HostTroubleOf(vm); len(trouble) > 0 {
 			logf("labdemo: the lab host's own kernel panicked or froze; nested SVM under QEMU TCG does that by itself now and then (see lab.HostTrouble), so run it again:\n\t%s",
 				strings.Join(trouble, "\n\t"))
 		}
