@@ -31,6 +31,8 @@ test: deps
 	if [ -n "$$unformatted" ]; then echo "gofmt -w these files:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) test $(GOTEST_FLAGS) $(UNIT_PKGS)
+	@echo "bench smoke: every benchmark once, so make bench keeps working"
+	$(GO) test $(GOTEST_FLAGS) -run '^$$' -bench . -benchtime 1x ./qa/bench
 	$(GO) test $(GOTEST_FLAGS) -p 1 ./qa/...
 
 # unit: everything but the lab, for a quick loop.

@@ -319,6 +319,9 @@ func benchResumeProcess(b *testing.B, name string, touched bool) {
 				if err != nil {
 					b.Fatal(err)
 				}
+				if err := PutBackResumed(state); err != nil {
+					b.Fatal(err)
+				}
 				t.add("", d)
 			}
 			t.report(b)

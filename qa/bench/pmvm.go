@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pmvm/pmvm/configs"
+	"github.com/pmvm/pmvm/state"
 	"github.com/pmvm/pmvm/vmm"
 )
 
@@ -216,6 +217,17 @@ func Resume(cfg *configs.VM, statePath string) (ResumeTimes, error) {
 		return t, fmt.Errorf("the resumed guest printed %q, want %q (resumed at the vector, its RAM intact, WAK_STS set)", out, ResumeOutput)
 	}
 	return t, nil
+}
+
+// PutBackResumed undoes pmvm moving a resumed state file aside, so that a
+// benchmark can resume the same saved tiny guest again: its resume code
+// only reads memory, prints and powers off, leaving the memory as saved.
+func PutBackResumed(statePath string) error {
+	moved := state.LastResumed(statePath)
+	if moved == "" {
+		return fmt.Errorf("pmvm did not move %s aside after resuming it", statePath)
+	}
+	return os.Rename(moved, statePath)
 }
 
 // ResumeProcess resumes through the real binary: `pmvm run CONFIG
