@@ -135,3 +135,18 @@ func TestMachineStopsOnCancel(t *testing.T) {
 	require.Equal(t, OutcomeStopped.String(), outcome.String())
 	require.Less(t, time.Since(start), 5*time.Second)
 }
+
+// TestMachineTripleFault proves a guest triple fault ends Run with
+// OutcomeReset and logs where the vCPU was: ud2 with no IDT faults, then
+// double faults, then shuts down, and the log names the RIP of the ud2.
+func TestMachineTripleFault(t *testing.T) {
+	m, _ := tinyMachine(t, []byte{0x90, 0x0f, 0x0b}, 1) // nop; ud2
+	logs := &syncBuffer{}
+	m.log = zerolog.New(logs)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	outcome, err := m.Run(ctx)
+	require.NoError(t, err)
+	require.Equal(t, OutcomeReset.String(), outcome.String())
+	assert.Regexp(t, `"rip":"0x[0-9a-f]+".*"cr0":"0x[0-9a-f]+".*"efer":"0x[0-9a-f]+".*"message":"guest triple fault: vCPU state at the shutdown"`, logs.String())
+}

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/pmvm/pmvm/vmm/kvm"
 )
 
@@ -133,6 +135,7 @@ func (m *Machine) runVCPU(c *kvm.VCPU) {
 			}
 			log.Debug().Str("addr", fmt.Sprintf("%#x", mm.Addr)).Bool("write", mm.Write).Msg("MMIO to unmapped address")
 		case kvm.ExitShutdown:
+			logTripleFault(log, c)
 			m.stop(OutcomeReset, nil, fmt.Sprintf("vCPU %d triple fault (shutdown)", c.ID))
 		case kvm.ExitSystemEvent:
 			switch t := c.SystemEventType(); t {
@@ -201,3 +204,19 @@ func (m *Machine) Status() Status {
 	}
 	return s
 }
+
+// logTripleFault records where the vCPU was when the guest triple
+// faulted: "why did my guest reset" needs more than the fact.
+func logTripleFault(log zerolog.Logger, c *kvm.VCPU) {
+	ev := log.Warn()
+	if r, err := c.Regs(); err == nil {
+		ev = ev.Str("rip", fmt.Sprintf("%#x", r.RIP)).Str("rsp", fmt.Sprintf("%#x", r.RSP)).Str("rflags", fmt.Sprintf("%#x", r.RFLAGS))
+	}
+	if sr, err := c.Sregs(); err == nil {
+		ev = ev.Str("cs", fmt.Sprintf("%#x", sr.CS.Selector)).Str("cr0", fmt.Sprintf("%#x", sr.CR0)).Str("cr2", fmt.Sprintf("%#x", sr.CR2)).
+			Str("cr3", fmt.Sprintf("%#x", sr.CR3)).Str("cr4", fmt.Sprintf("%#x", sr.CR4)).Str("efer", fmt.Sprintf("%#x", sr.EFER)).
+			Str("idt", fmt.Sprintf("%#x/%#x", sr.IDT.Base, sr.IDT.Limit))
+	}
+	ev.Msg("guest triple fault: vCPU state at the shutdown")
+}
+
