@@ -219,4 +219,3 @@ func logTripleFault(log zerolog.Logger, c *kvm.VCPU) {
 	}
 	ev.Msg("guest triple fault: vCPU state at the shutdown")
 }
-
