@@ -155,14 +155,26 @@ func runUpdate(timeout time.Duration, pmvm string) error {
 	q := lab.UpdateHost(b)
 	q.Timeout = timeout
 	q.Echo = func(s string) { fmt.Println(s) }
-	vm, err := l.Start(q)
-	if err != nil {
-		return err
-	}
-	defer vm.Kill()
-	r, err := lab.CheckUpdateRun(vm, lab.UpdateExpect{From: b.From.Version, To: b.To.Version, VCPUs: b.Spec.VCPUs}, timeout)
-	if err == nil {
-		err = vm.Wait(time.Minute)
+	var vm *lab.VM
+	var r *lab.UpdateRun
+	for attempt := 1; ; attempt++ {
+		if vm, err = l.Start(q); err != nil {
+			return err
+		}
+		defer vm.Kill()
+		r, err = lab.CheckUpdateRun(vm, lab.UpdateExpect{From: b.From.Version, To: b.To.Version, VCPUs: b.Spec.VCPUs}, timeout)
+		if err == nil {
+			err = vm.Wait(time.Minute)
+		}
+		fault := nestedLabFault(vm)
+		if err == nil || attempt == 2 || len(fault) == 0 {
+			break
+		}
+		// The demo is a showcase: a fault of the nested lab itself gets one
+		// more run (TestLabKernelUpdate is stricter about guests).
+		logf("\nlabdemo: attempt %d failed (%v) on a fault of the nested lab (nested SVM under QEMU TCG does this now and then):\n\t%s\nlabdemo: running the demo once more\n",
+			attempt, err, strings.Join(fault, "\n\t"))
+		vm.Kill()
 	}
 
 	rule := strings.Repeat("=", 78)
@@ -187,9 +199,9 @@ func runUpdate(timeout time.Duration, pmvm string) error {
 		fmt.Println("PROBLEM:", p)
 	}
 	if err != nil {
-		if trouble := lab.HostTroubleOf(vm); len(trouble) > 0 {
-			logf("labdemo: the lab host's own kernel panicked or froze; nested SVM under QEMU TCG does that by itself now and then (see lab.HostTrouble), so run it again:\n\t%s",
-				strings.Join(trouble, "\n\t"))
+		if fault := nestedLabFault(vm); len(fault) > 0 {
+			logf("labdemo: the nested lab faulted by itself (nested SVM under QEMU TCG does that now and then), so run it again:\n\t%s",
+				strings.Join(fault, "\n\t"))
 		}
 		return err
 	}
@@ -197,4 +209,17 @@ func runUpdate(timeout time.Duration, pmvm string) error {
 		return fmt.Errorf("%d problems (above)", len(problems))
 	}
 	return nil
+}
+
+// nestedLabFault returns the console lines showing the nested lab failing
+// by itself: the lab host's own kernel (lab.HostTroubleOf), or a guest
+// triple fault, which nested SVM under TCG also produces now and then.
+func nestedLabFault(vm *lab.VM) []string {
+	out := lab.HostTroubleOf(vm)
+	for _, l := range vm.Lines() {
+		if strings.HasPrefix(l, "[vm") && strings.Contains(l, "triple fault") {
+			out = append(out, l)
+		}
+	}
+	return out
 }
