@@ -249,7 +249,7 @@ func Decode(name string, r io.Reader) (*VM, error) {
 	var v VM
 	dec := toml.NewDecoder(r).DisallowUnknownFields()
 	if err := dec.Decode(&v); err != nil {
-		return nil, decodeError(name, err)
+		return nil, decodeError(name, err, vmTypes)
 	}
 	v.setDefaults()
 	return &v, nil
@@ -276,7 +276,9 @@ func (e *FileError) Error() string {
 // Unwrap returns the go-toml error this one was made from.
 func (e *FileError) Unwrap() error { return e.err }
 
-func decodeError(name string, err error) error {
+// decodeError turns go-toml's errors into *FileError values naming the
+// file, line and key; types words the type mismatches.
+func decodeError(name string, err error, types map[string]string) error {
 	var strict *toml.StrictMissingError
 	if errors.As(err, &strict) {
 		errs := make([]error, 0, len(strict.Errors))
@@ -296,19 +298,33 @@ func decodeError(name string, err error) error {
 		line, col := de.Position()
 		return &FileError{
 			File: name, Line: line, Col: col, Key: de.Key(),
-			Msg: friendlyMessage(de),
+			Msg: friendlyMessage(de, types),
 			err: de,
 		}
 	}
 	return fmt.Errorf("%s: %w", name, err)
 }
 
+// vmTypes are a VM config's field types as friendlyMessage words them.
+var vmTypes = map[string]string{
+	"string":                "a string",
+	"int":                   "an integer",
+	"int64":                 "an integer",
+	"uint64":                "a whole number",
+	"bool":                  "true or false",
+	"configs.Size":          `a size (e.g. "512MiB" or a number of bytes)`,
+	"configs.Mode":          "a string",
+	"configs.ConsoleOutput": "a string",
+	"[]configs.Memory":      "[[memory]] blocks",
+}
+
 var mismatchRE = regexp.MustCompile(`^cannot decode TOML (.+?) into (?:struct field \S+ of type )?(\S+)$`)
 
 // friendlyMessage rewrites go-toml's type mismatch ("cannot decode TOML
 // integer into struct field configs.VM.Name of type string") in terms of the
-// config: `name: expected a string, not an integer`.
-func friendlyMessage(de *toml.DecodeError) string {
+// config: `name: expected a string, not an integer`. types says how each
+// Go type reads in the file (vmTypes, hostTypes).
+func friendlyMessage(de *toml.DecodeError, types map[string]string) string {
 	msg := strings.TrimPrefix(de.Error(), "toml: ")
 	m := mismatchRE.FindStringSubmatch(msg)
 	if m == nil {
@@ -318,17 +334,7 @@ func friendlyMessage(de *toml.DecodeError) string {
 		}
 		return msg
 	}
-	want, ok := map[string]string{
-		"string":                "a string",
-		"int":                   "an integer",
-		"int64":                 "an integer",
-		"uint64":                "a whole number",
-		"bool":                  "true or false",
-		"configs.Size":          `a size (e.g. "512MiB" or a number of bytes)`,
-		"configs.Mode":          "a string",
-		"configs.ConsoleOutput": "a string",
-		"[]configs.Memory":      "[[memory]] blocks",
-	}[m[2]]
+	want, ok := types[m[2]]
 	if !ok {
 		want = "a table"
 	}

@@ -212,58 +212,23 @@ func DecodeHost(name string, r io.Reader) (*Host, error) {
 	var h Host
 	dec := toml.NewDecoder(r).DisallowUnknownFields()
 	if err := dec.Decode(&h); err != nil {
-		return nil, hostDecodeError(name, err)
+		return nil, decodeError(name, err, hostTypes)
 	}
 	h.setDefaults()
 	return &h, nil
 }
 
-// hostDecodeError is decodeError with the host config's types in the
-// type-mismatch messages.
-func hostDecodeError(name string, err error) error {
-	var de *toml.DecodeError
-	var strict *toml.StrictMissingError
-	if errors.As(err, &de) && !errors.As(err, &strict) {
-		line, col := de.Position()
-		return &FileError{File: name, Line: line, Col: col, Key: de.Key(), Msg: hostFriendlyMessage(de), err: de}
-	}
-	return decodeError(name, err)
-}
-
-func hostFriendlyMessage(de *toml.DecodeError) string {
-	msg := strings.TrimPrefix(de.Error(), "toml: ")
-	m := mismatchRE.FindStringSubmatch(msg)
-	if m == nil {
-		if key := de.Key(); len(key) > 0 {
-			return strings.Join(key, ".") + ": " + msg
-		}
-		return msg
-	}
-	want, ok := map[string]string{
-		"string":           "a string",
-		"int64":            "an integer",
-		"uint64":           "a whole number",
-		"*bool":            "true or false",
-		"bool":             "true or false",
-		"configs.Size":     `a size (e.g. "256MiB" or a number of bytes)`,
-		"configs.Duration": `a duration string (e.g. "30s")`,
-		"[]string":         `an array of strings (e.g. ["/usr/local/sbin/hook", "arg"])`,
-		"*configs.Hook":    "a table with command = [...] and timeout = \"30s\"",
-	}[m[2]]
-	if !ok {
-		want = "a table"
-	}
-	got := m[1]
-	switch got {
-	case "integer", "inline table", "array":
-		got = "an " + got
-	default:
-		got = "a " + got
-	}
-	if key := de.Key(); len(key) > 0 {
-		return fmt.Sprintf("%s: expected %s, not %s", strings.Join(key, "."), want, got)
-	}
-	return fmt.Sprintf("expected %s, not %s", want, got)
+// hostTypes are the host config's field types as friendlyMessage words them.
+var hostTypes = map[string]string{
+	"string":           "a string",
+	"int64":            "an integer",
+	"uint64":           "a whole number",
+	"*bool":            "true or false",
+	"bool":             "true or false",
+	"configs.Size":     `a size (e.g. "256MiB" or a number of bytes)`,
+	"configs.Duration": `a duration string (e.g. "30s")`,
+	"[]string":         `an array of strings (e.g. ["/usr/local/sbin/hook", "arg"])`,
+	"*configs.Hook":    "a table with command = [...] and timeout = \"30s\"",
 }
 
 // volatileDirs are where state must never go: tmpfs or cleaned at boot.
