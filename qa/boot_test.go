@@ -44,6 +44,28 @@ func start(t testing.TB, l *lab.Lab, q lab.QEMU, prefix string) *lab.VM {
 	return vm
 }
 
+// bootStandard builds std's images and boots its lab host as name with the
+// overall deadline, waiting until nested KVM is ready in it; it returns the
+// lab host and when it was started.
+func bootStandard(t testing.TB, std lab.Standard, name string, overall time.Duration) (*lab.VM, time.Time) {
+	t.Helper()
+	l := newLab(t)
+	t0 := time.Now()
+	b, err := l.BuildStandard(std)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("images built in %v", time.Since(t0))
+	q := lab.LabHost(b.Host)
+	q.Name = name
+	q.Timeout = overall
+	t1 := time.Now()
+	vm := start(t, l, q, "[lab] ")
+	waitFor(t, vm, `PMVM-LAB kvm-ready`, 2*time.Minute)
+	t.Logf("L1 kvm-ready after %v", time.Since(t1))
+	return vm, t1
+}
+
 func waitFor(t testing.TB, vm *lab.VM, re string, timeout time.Duration) []string {
 	t.Helper()
 	m, err := vm.WaitFor(regexp.MustCompile(re), timeout)

@@ -173,22 +173,9 @@ func tail(vm *lab.VM) string {
 func TestLabDax(t *testing.T) { inLabAttempts(t, testLabDax) }
 
 func testLabDax(t testing.TB) {
-	const overall = 5 * time.Minute
-	l := newLab(t)
 	seed := rand.Uint64() >> 1
-	t0 := time.Now()
-	b, err := l.BuildStandard(lab.DaxStandard(seed))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("images built in %v; seed %#x", time.Since(t0), seed)
-	q := lab.LabHost(b.Host)
-	q.Name = "l1-dax"
-	q.Timeout = overall
-	t1 := time.Now()
-	vm := start(t, l, q, "[lab] ")
-	waitFor(t, vm, `PMVM-LAB kvm-ready`, 2*time.Minute)
-	t.Logf("L1 kvm-ready after %v", time.Since(t1))
+	t.Logf("seed %#x", seed)
+	vm, t1 := bootStandard(t, lab.DaxStandard(seed), "l1-dax", 5*time.Minute)
 	r, err := lab.CheckDaxRun(vm, seed, 4*time.Minute)
 	if r.DaxSize > 0 {
 		t.Logf("/dev/dax0.0: %d bytes (%d MiB), align %d", r.DaxSize, r.DaxSize>>20, r.DaxAlign)
@@ -221,21 +208,7 @@ var suspendPlan = lab.SuspendPlan{Cycles: 3, RTC: true, NoAgent: true, NoAgentTi
 func TestLabSuspendWake(t *testing.T) { inLabAttempts(t, testLabSuspendWake) }
 
 func testLabSuspendWake(t testing.TB) {
-	const overall = 5 * time.Minute
-	l := newLab(t)
-	t0 := time.Now()
-	b, err := l.BuildStandard(lab.SuspendStandard(rand.Uint64()>>1, suspendPlan))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("images built in %v", time.Since(t0))
-	q := lab.LabHost(b.Host)
-	q.Name = "l1-pm"
-	q.Timeout = overall
-	t1 := time.Now()
-	vm := start(t, l, q, "[lab] ")
-	waitFor(t, vm, `PMVM-LAB kvm-ready`, 2*time.Minute)
-	t.Logf("L1 kvm-ready after %v", time.Since(t1))
+	vm, t1 := bootStandard(t, lab.SuspendStandard(rand.Uint64()>>1, suspendPlan), "l1-pm", 5*time.Minute)
 	r, err := lab.CheckSuspendRun(vm, suspendPlan, lab.SuspendExpect{CPUsOnline: "0-1", MaxSkew: 2, NoAgentTimeout: 10}, 4*time.Minute)
 	t.Logf("guest clock %+d s from the lab host's before any suspend", r.ReadySkew)
 	for _, c := range r.Cycles {

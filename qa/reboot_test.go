@@ -24,22 +24,10 @@ import (
 func TestLabRebootResume(t *testing.T) { inLabAttempts(t, testLabRebootResume) }
 
 func testLabRebootResume(t testing.TB) {
-	const overall = 8 * time.Minute
 	const cycles = 3
-	l := newLab(t)
 	seed := rand.Uint64() >> 1
-	t0 := time.Now()
-	b, err := l.BuildStandard(lab.RebootStandard(seed, cycles))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("images built in %v; seed %#x", time.Since(t0), seed)
-	q := lab.LabHost(b.Host)
-	q.Name = "l1-reboot"
-	q.Timeout = overall
-	t1 := time.Now()
-	vm := start(t, l, q, "[lab] ")
-	waitFor(t, vm, `PMVM-LAB kvm-ready`, 2*time.Minute)
+	t.Logf("seed %#x", seed)
+	vm, t1 := bootStandard(t, lab.RebootStandard(seed, cycles), "l1-reboot", 8*time.Minute)
 	waitFor(t, vm, `PMVM-LAB dax-ready size=(\d+)`, time.Minute)
 	ready := waitFor(t, vm, `PMVM-LAB got: PMVM-GUEST ready date=\d+ uptime=([\d.]+)`, 5*time.Minute)
 	bootID := waitFor(t, vm, `PMVM-LAB got: PMVM-GUEST boot_id=(\S+)`, time.Minute)[1]
