@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -245,7 +244,7 @@ func WriteTimeline(path string, t *Timeline) error {
 	if err != nil {
 		return err
 	}
-	return writeFileDurable(path, append(b, '\n'), 0o600)
+	return state.WriteFileDurable(path, append(b, '\n'))
 }
 
 // ReadTimeline reads a timeline file.
@@ -262,44 +261,6 @@ func ReadTimeline(path string) (*Timeline, error) {
 		return nil, fmt.Errorf("timeline %s: format version %d, this pmvm reads %d", path, t.Version, TimelineVersion)
 	}
 	return &t, nil
-}
-
-// writeFileDurable writes data to path through a temporary file that is
-// fsync'd and renamed, then fsyncs the directory.
-func writeFileDurable(path string, data []byte, mode os.FileMode) error {
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	tmp, err := os.CreateTemp(dir, "."+base+".tmp-*")
-	if err != nil {
-		return err
-	}
-	name := tmp.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			tmp.Close()
-			os.Remove(name)
-		}
-	}()
-	if err := tmp.Chmod(mode); err != nil {
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", name, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(name, path); err != nil {
-		return err
-	}
-	ok = true
-	return state.SyncDir(dir)
 }
 
 // BootTime is when this kernel started, from /proc/uptime (centisecond

@@ -23,18 +23,32 @@ var testHookBeforeRename func(tmp string) error
 //
 // A crash (SIGKILL, power loss) between creating and renaming the temporary
 // file leaves it behind as ".NAME.tmp-*" next to path; it is never read.
-func WriteFile(path string, f *File) (err error) {
+func WriteFile(path string, f *File) error {
 	b, err := f.Encode()
 	if err != nil {
 		return err
 	}
+	return writeDurable(path, "state file", b)
+}
+
+// WriteFileDurable writes data to path as WriteFile writes a state file:
+// atomically (temporary file, fsync, rename), durably (directory fsync),
+// mode 0600. For pmvm's other files that must survive a crash or a kexec
+// (the host update timeline).
+func WriteFileDurable(path string, data []byte) error {
+	return writeDurable(path, "file", data)
+}
+
+// writeDurable is WriteFile's and WriteFileDurable's write; what names the
+// file in errors.
+func writeDurable(path, what string, b []byte) error {
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."
 	}
 	tmp, err := os.CreateTemp(dir, "."+base+".tmp-*") // O_RDWR|O_CREATE|O_EXCL, 0600
 	if err != nil {
-		return fmt.Errorf("writing state file %s: %w", path, err)
+		return fmt.Errorf("writing %s %s: %w", what, path, err)
 	}
 	tmpName := tmp.Name()
 	renamed := false
@@ -45,31 +59,31 @@ func WriteFile(path string, f *File) (err error) {
 			os.Remove(tmpName)
 		}
 	}()
-	// Make the mode exactly 0600 whatever the umask: the file holds device
-	// state of a guest and is for pmvm (root) alone.
+	// Make the mode exactly 0600 whatever the umask: pmvm's files hold
+	// guest device state or host update records, for pmvm (root) alone.
 	if err := tmp.Chmod(0o600); err != nil {
-		return fmt.Errorf("writing state file %s: %w", path, err)
+		return fmt.Errorf("writing %s %s: %w", what, path, err)
 	}
 	if _, err := tmp.Write(b); err != nil {
-		return fmt.Errorf("writing state file %s: %w", path, err)
+		return fmt.Errorf("writing %s %s: %w", what, path, err)
 	}
 	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("writing state file %s: fsync: %w", path, err)
+		return fmt.Errorf("writing %s %s: fsync: %w", what, path, err)
 	}
 	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("writing state file %s: %w", path, err)
+		return fmt.Errorf("writing %s %s: %w", what, path, err)
 	}
 	if testHookBeforeRename != nil {
 		if err := testHookBeforeRename(tmpName); err != nil {
-			return fmt.Errorf("writing state file %s: %w", path, err)
+			return fmt.Errorf("writing %s %s: %w", what, path, err)
 		}
 	}
 	if err := os.Rename(tmpName, path); err != nil {
-		return fmt.Errorf("writing state file %s: %w", path, err)
+		return fmt.Errorf("writing %s %s: %w", what, path, err)
 	}
 	renamed = true
 	if err := SyncDir(dir); err != nil {
-		return fmt.Errorf("state file %s was written but the rename may not survive a crash: fsync of %s: %w", path, dir, err)
+		return fmt.Errorf("%s %s was written but the rename may not survive a crash: fsync of %s: %w", what, path, dir, err)
 	}
 	return nil
 }
