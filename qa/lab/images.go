@@ -236,19 +236,9 @@ poweroff -f
 		im.File("lab/"+n+".toml", spec.Configs[n].TOML(), 0o644)
 	}
 	if spec.Dax {
-		for _, d := range []struct{ pkg, bin string }{
-			{NdctlPackage, "usr/bin/ndctl"},
-			{DaxctlPackage, "usr/bin/daxctl"},
-		} {
-			if _, err := l.AddDynamic(im, d.pkg, d.bin); err != nil {
-				return nil, err
-			}
-		}
-		peek, err := l.BuildStatic("./qa/guestbin/daxpeek", "daxpeek")
-		if err != nil {
+		if err := l.addDaxTools(im); err != nil {
 			return nil, err
 		}
-		im.HostFile(strings.TrimPrefix(LabDaxpeek, "/"), peek, 0o755)
 	}
 	if spec.Pmvm != "" {
 		im.HostFile(strings.TrimPrefix(LabPmvm, "/"), spec.Pmvm, 0o755)
@@ -273,6 +263,25 @@ poweroff -f
 		return nil, err
 	}
 	return &HostImage{Kernel: k, Vmlinux: vmlinux, Initrd: out, Modules: mods}, nil
+}
+
+// addDaxTools puts what a lab host needs for device-dax into im: ndctl
+// and daxctl with their libraries, and daxpeek.
+func (l *Lab) addDaxTools(im *Image) error {
+	for _, d := range []struct{ pkg, bin string }{
+		{NdctlPackage, "usr/bin/ndctl"},
+		{DaxctlPackage, "usr/bin/daxctl"},
+	} {
+		if _, err := l.AddDynamic(im, d.pkg, d.bin); err != nil {
+			return err
+		}
+	}
+	peek, err := l.BuildStatic("./qa/guestbin/daxpeek", "daxpeek")
+	if err != nil {
+		return err
+	}
+	im.HostFile(strings.TrimPrefix(LabDaxpeek, "/"), peek, 0o755)
+	return nil
 }
 
 // BuildPmvm builds the static pmvm binary into <cache>/pmvm

@@ -238,16 +238,9 @@ func (l *Lab) BuildUpdate(s UpdateSpec) (*UpdateBuilt, error) {
 	im.HostFile(strings.TrimPrefix(LabPmvm, "/"), pmvm, 0o755)
 	im.HostFile(strings.TrimPrefix(LabGuestKernel, "/"), g.BzImage, 0o644)
 	im.HostFile(strings.TrimPrefix(LabGuestInitrd, "/"), g.Initrd, 0o644)
-	for _, d := range []struct{ pkg, bin string }{{NdctlPackage, "usr/bin/ndctl"}, {DaxctlPackage, "usr/bin/daxctl"}} {
-		if _, err := l.AddDynamic(im, d.pkg, d.bin); err != nil {
-			return nil, err
-		}
-	}
-	peek, err := l.BuildStatic("./qa/guestbin/daxpeek", "daxpeek")
-	if err != nil {
+	if err := l.addDaxTools(im); err != nil {
 		return nil, err
 	}
-	im.HostFile(strings.TrimPrefix(LabDaxpeek, "/"), peek, 0o755)
 	im.File(strings.TrimPrefix(LabHostConfig, "/"), []byte(UpdateHostTOML), 0o644)
 	for _, v := range UpdateVMs {
 		c := UpdateVMConfig(v.Name, v.Dax, s.VCPUs)
