@@ -3,7 +3,7 @@
 # test. Both install what they need.
 
 GO ?= go
-DEB_PACKAGES = qemu-system-x86 busybox-static acpica-tools xz-utils cpio
+DEB_PACKAGES = qemu-system-x86 busybox-static acpica-tools xz-utils cpio e2fsprogs
 GOTEST_FLAGS ?= -timeout 40m
 
 .PHONY: all build deps test unit lab demo bench fuzz clean
@@ -21,18 +21,35 @@ deps:
 build:
 	CGO_ENABLED=0 $(GO) build -o bin/pmvm ./cmd/pmvm
 
-# test: vet, unit tests, tiny guests on /dev/kvm, ACPI tables through iasl,
-# then the lab (a nested KVM host under QEMU TCG booting a real guest). The
-# lab packages run last and one at a time: a TCG lab host starved of CPU
-# stalls (2 cores here).
+# test: gofmt, vet, unit tests, tiny guests on a KVM host, ACPI tables
+# through iasl, then the lab (a nested KVM host under QEMU TCG booting a
+# real guest), and a summary at the end: where the packages that need a
+# KVM host ran (this machine's /dev/kvm, or a lab host when it has none;
+# PMVM_TEST_WHERE=lab forces the lab) and which lab tests needed a second
+# attempt. The lab packages run last and one at a time: a TCG lab host
+# starved of CPU stalls (2 cores here).
 UNIT_PKGS = $$($(GO) list ./... | grep -v /qa)
+TEST_SUMMARY = $(CURDIR)/bin/test-summary.jsonl
 test: deps
+	@mkdir -p bin; rm -f $(TEST_SUMMARY)
+	@rc=0; PMVM_TEST_SUMMARY=$(TEST_SUMMARY) $(MAKE) --no-print-directory -k test-steps || rc=$$?; \
+	echo; $(GO) run ./qa/cmd/testsummary $(TEST_SUMMARY); \
+	if [ $$rc != 0 ]; then echo "make test: FAILED (see above)"; else echo "make test: all passed"; fi; exit $$rc
+
+.PHONY: test-steps test-fmt test-vet test-unit test-bench-smoke test-lab
+test-steps: test-fmt test-vet test-unit test-bench-smoke test-lab
+test-fmt:
 	@unformatted=$$($$($(GO) env GOROOT)/bin/gofmt -l $$(git ls-files '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt -w these files:"; echo "$$unformatted"; exit 1; fi
+test-vet:
 	$(GO) vet ./...
-	$(GO) test $(GOTEST_FLAGS) $(UNIT_PKGS)
+# -count=1: the summary says where each package ran, so they really run.
+test-unit:
+	$(GO) test $(GOTEST_FLAGS) -count=1 $(UNIT_PKGS)
+test-bench-smoke:
 	@echo "bench smoke: every benchmark once, so make bench keeps working"
 	$(GO) test $(GOTEST_FLAGS) -run '^$$' -bench . -benchtime 1x ./qa/bench
+test-lab:
 	$(GO) test $(GOTEST_FLAGS) -p 1 ./qa/...
 
 # unit: everything but the lab, for a quick loop.

@@ -8,21 +8,29 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pmvm/pmvm/qa/labrun"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 )
 
-// TestMain keeps the tests' lock records out of /run/pmvm/locks.
+// TestMain runs the tests where 2 MiB and 1 GiB huge pages exist: this
+// machine, else a lab host.
 func TestMain(m *testing.M) {
+	labrun.Main(withLockDir{m}, labrun.HugePages2M, labrun.HugePages1G)
+}
+
+// withLockDir keeps the tests' lock records out of /run/pmvm/locks.
+type withLockDir struct{ m *testing.M }
+
+func (w withLockDir) Run() int {
 	dir, err := os.MkdirTemp("", "pmem-locks-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "pmem tests: lock dir:", err)
-		os.Exit(1)
+		return 1
 	}
 	lockDirDefault = dir
-	code := m.Run()
-	_ = os.RemoveAll(dir)
-	os.Exit(code)
+	defer os.RemoveAll(dir)
+	return w.m.Run()
 }
 
 // mountFS mounts a filesystem of type fstype on a new temporary directory

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pmvm/pmvm/qa/labrun"
 	"github.com/pmvm/pmvm/vmm"
 	"github.com/pmvm/pmvm/vmm/x86/x86test"
 
@@ -18,10 +19,11 @@ import (
 
 // TestMain keeps this machine's host config away from the VMs tests run
 // in this process: pmvm run would move the test process into their
-// cgroups. Tests that want a host config pass --host-config.
+// cgroups. Tests that want a host config pass --host-config. The tests
+// run where a KVM host is: this machine's /dev/kvm, else a lab host.
 func TestMain(m *testing.M) {
 	os.Setenv(hostConfigEnv, "/nonexistent/pmvm-test/host.toml")
-	os.Exit(m.Run())
+	labrun.Main(m, labrun.KVM)
 }
 
 // writeConfig writes a VM config into dir; extra is appended verbatim.

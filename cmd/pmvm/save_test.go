@@ -108,7 +108,11 @@ func TestRunRefusesColdBootOverASavedGuest(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { os.RemoveAll(stateDir) })
 	statePath := filepath.Join(stateDir, "tiny.state")
-	require.NoError(t, os.Rename(saved, statePath))
+	// /tmp and /var/tmp are often two filesystems: move by copy.
+	b, err := os.ReadFile(saved)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(statePath, b, 0o600))
+	require.NoError(t, os.Remove(saved))
 	hostCfg := filepath.Join(dir, "host.toml")
 	require.NoError(t, os.WriteFile(hostCfg, []byte(fmt.Sprintf("state_dir = %q\n[limits]\ncgroups = false\n", stateDir)), 0o644))
 

@@ -128,8 +128,28 @@ func (l *Lab) Guest(k *Kernel, spec GuestSpec) (*GuestImage, error) {
 const (
 	GuestPattern = "/bin/pattern" // in the guest
 	LabDaxpeek   = "/bin/daxpeek" // in the lab host
+	LabKVMHold   = "/bin/kvmhold" // in the lab host: qa/guestbin/kvmhold
 	LabLib       = "/lab/lib.sh"  // in the lab host: ScenarioLib
 )
+
+// KVMHoldStart is the lab host /init fragment that runs once /dev/kvm
+// exists: it starts kvmhold (one idle VM for the lab host's life, so the
+// tests' VMs never make the kernel patch its text; see
+// qa/guestbin/kvmhold) and waits until it holds its VM.
+const KVMHoldStart = LabKVMHold + ` /run/kvmhold.ready &
+i=0; while [ ! -f /run/kvmhold.ready ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+[ -f /run/kvmhold.ready ] || fail "kvmhold did not open its idle VM within 10 s"
+`
+
+// addKVMHold puts the static kvmhold into a lab host image.
+func (l *Lab) addKVMHold(im *Image) error {
+	bin, err := l.BuildStatic("./qa/guestbin/kvmhold", "kvmhold")
+	if err != nil {
+		return err
+	}
+	im.HostFile(strings.TrimPrefix(LabKVMHold, "/"), bin, 0o755)
+	return nil
+}
 
 // DefaultHostModules are loaded in L1 (with their dependencies) to get /dev/kvm.
 var DefaultHostModules = []string{"irqbypass", "ccp", "kvm", "kvm-amd"}
@@ -224,7 +244,7 @@ echo "PMVM-LAB init $(uname -r)"
 	}
 	init.WriteString(`i=0; while [ ! -c /dev/kvm ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
 [ -c /dev/kvm ] || fail "/dev/kvm missing after loading the KVM modules (is SVM exposed? -cpu EPYC,+svm)"
-echo "PMVM-LAB kvm-ready"
+` + KVMHoldStart + `echo "PMVM-LAB kvm-ready"
 sh /lab/scenario.sh
 echo "PMVM-LAB scenario-exit=$?"
 poweroff -f
@@ -239,6 +259,9 @@ poweroff -f
 		if err := l.addDaxTools(im); err != nil {
 			return nil, err
 		}
+	}
+	if err := l.addKVMHold(im); err != nil {
+		return nil, err
 	}
 	if spec.Pmvm != "" {
 		im.HostFile(strings.TrimPrefix(LabPmvm, "/"), spec.Pmvm, 0o755)

@@ -26,6 +26,33 @@ func TestHostTroubleIgnoresGuests(t *testing.T) {
 	assert.Empty(t, HostTrouble([]string{"[l2] Kernel panic - not syncing", "PMVM-LAB scenario-exit=1"}))
 }
 
+// TestTroubleInsideKVM proves that the lab host dying with KVM on its
+// trace is not the lab's trouble (pmvm drives kvm-amd) unless the trace
+// shows the kernel patching its own text, which the TCG lab does badly.
+func TestTroubleInsideKVM(t *testing.T) {
+	inKVM := []string{
+		"[  301.1] BUG: kernel NULL pointer dereference, address: 0000000000000008",
+		"[  301.1] Oops: 0000 [#1] PREEMPT SMP NOPTI",
+		"[  301.1] RIP: 0010:svm_vcpu_run+0x1c5/0x800 [kvm_amd]",
+		"[  301.1] Call Trace:",
+		"[  301.1]  kvm_arch_vcpu_ioctl_run+0x9c2/0x1830 [kvm]",
+		"[  301.1]  kvm_vcpu_ioctl+0x27f/0x6b0 [kvm]",
+		"[  301.1] Kernel panic - not syncing: Fatal exception",
+	}
+	assert.Empty(t, HostTrouble(inKVM), "a death inside kvm-amd may be pmvm's doing")
+	assert.Equal(t, []string{inKVM[1], inKVM[6]}, KVMTrouble(inKVM))
+
+	patching := []string{
+		"[  101.2] watchdog: BUG: soft lockup - CPU#1 stuck for 23s! [pmvm:311]",
+		"[  101.2] RIP: 0010:smp_text_poke_int3_handler+0x20/0x80",
+		"[  101.2]  exc_int3+0x40/0x70",
+		"[  101.2]  __schedule+0x3f0/0xa20",
+		"[  101.2]  kvm_vcpu_ioctl+0x27f/0x6b0 [kvm]",
+	}
+	assert.Equal(t, []string{patching[0]}, HostTrouble(patching), "text patching under TCG is the lab's own trouble")
+	assert.Empty(t, KVMTrouble(patching))
+}
+
 // TestHostTroubleOfASilentReset proves a lab host that vanished (QEMU
 // exited by itself, -no-reboot, with no poweroff or panic on its console:
 // a triple fault) counts as lab trouble, and that a clean poweroff, a

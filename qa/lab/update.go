@@ -236,6 +236,9 @@ func (l *Lab) BuildUpdate(s UpdateSpec) (*UpdateBuilt, error) {
 	}
 	im.HostFile(strings.TrimPrefix(LabNextKernel, "/"), to.BzImage, 0o644)
 	im.HostFile(strings.TrimPrefix(LabPmvm, "/"), pmvm, 0o755)
+	if err := l.addKVMHold(im); err != nil {
+		return nil, err
+	}
 	im.HostFile(strings.TrimPrefix(LabGuestKernel, "/"), g.BzImage, 0o644)
 	im.HostFile(strings.TrimPrefix(LabGuestInitrd, "/"), g.Initrd, 0o644)
 	if err := l.addDaxTools(im); err != nil {
@@ -346,7 +349,7 @@ for m in $(cat /lib/modules/$KVER/load-order); do
 done
 i=0; while [ ! -c /dev/kvm ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
 [ -c /dev/kvm ] || fail "/dev/kvm missing after loading the KVM modules of $KVER"
-echo "PMVM-LAB kvm-ready"
+` + KVMHoldStart + `echo "PMVM-LAB kvm-ready"
 sh /lab/scenario.sh $PHASE
 echo "PMVM-LAB scenario-exit=$?"
 poweroff -f
