@@ -143,6 +143,19 @@ func New(cfg *configs.VM, opt Options) (_ *Machine, err error) {
 	if m.ram, err = placeRAM(cfg, aligns); err != nil {
 		return nil, err
 	}
+	// KVM before any backing is opened: a host without it must not
+	// have a backing file created or mapped for nothing.
+	if m.sys, err = kvm.OpenSystem(); err != nil {
+		return nil, err
+	}
+	for _, c := range []struct {
+		cap  int
+		name string
+	}{{kvm.CapIRQChip, "KVM_CAP_IRQCHIP"}, {kvm.CapPIT2, "KVM_CAP_PIT2"}, {kvm.CapUserMemory, "KVM_CAP_USER_MEMORY"}, {kvm.CapExtCPUID, "KVM_CAP_EXT_CPUID"}, {kvm.CapImmediateExit, "KVM_CAP_IMMEDIATE_EXIT"}} {
+		if m.sys.CheckExtension(c.cap) == 0 {
+			return nil, fmt.Errorf("this host's KVM lacks %s, which pmvm needs", c.name)
+		}
+	}
 	for i, spec := range specs {
 		r, err := pmem.Open(spec)
 		if err != nil {
@@ -160,17 +173,6 @@ func New(cfg *configs.VM, opt Options) (_ *Machine, err error) {
 			Uint64("size", r.Size).Uint64("align", r.Align).Strs("notes", r.Notes).Msg("memory mapped")
 	}
 
-	if m.sys, err = kvm.OpenSystem(); err != nil {
-		return nil, err
-	}
-	for _, c := range []struct {
-		cap  int
-		name string
-	}{{kvm.CapIRQChip, "KVM_CAP_IRQCHIP"}, {kvm.CapPIT2, "KVM_CAP_PIT2"}, {kvm.CapUserMemory, "KVM_CAP_USER_MEMORY"}, {kvm.CapExtCPUID, "KVM_CAP_EXT_CPUID"}, {kvm.CapImmediateExit, "KVM_CAP_IMMEDIATE_EXIT"}} {
-		if m.sys.CheckExtension(c.cap) == 0 {
-			return nil, fmt.Errorf("this host's KVM lacks %s, which pmvm needs", c.name)
-		}
-	}
 	if m.vm, err = m.sys.CreateVM(); err != nil {
 		return nil, err
 	}

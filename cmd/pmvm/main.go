@@ -275,9 +275,10 @@ func joinCgroup(cfg *configs.VM, h runHost, log zerolog.Logger) error {
 }
 
 func runVM(cfg *configs.VM, host runHost, log zerolog.Logger, stdout, stderr io.Writer, incomingPath string) (vmm.Outcome, error) {
-	// Memory that cannot honour the VM's mode is refused before anything
-	// is created (cgroup, console file, sockets); vmm.New checks it again.
-	if _, err := pmem.Verdicts(vmm.MemorySpecs(cfg)...); err != nil {
+	// Memory that cannot honour the VM's mode, a kernel that is not one,
+	// a host without KVM: refused before anything is created (cgroup,
+	// console file, sockets); vmm.New checks the memory again.
+	if err := vmm.Preflight(cfg, incomingPath != ""); err != nil {
 		return vmm.OutcomeError, err
 	}
 	// Before guest memory is mapped and vCPU threads start, so that every

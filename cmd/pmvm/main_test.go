@@ -11,6 +11,7 @@ import (
 
 	"github.com/pmvm/pmvm/qa/labrun"
 	"github.com/pmvm/pmvm/vmm"
+	"github.com/pmvm/pmvm/vmm/kvm"
 	"github.com/pmvm/pmvm/vmm/x86/x86test"
 
 	"github.com/stretchr/testify/assert"
@@ -121,6 +122,48 @@ func TestRunRefusesNonKernel(t *testing.T) {
 	assert.Contains(t, errb.String(), "not a bzImage")
 }
 
+// TestRunChecksFilesBeforeKVM proves pmvm run judges the config's files
+// before it touches KVM, and that a host without KVM gets one message
+// saying so and what to do, with nothing created: on a host whose
+// /dev/kvm is missing (played by pointing kvm.DevicePath elsewhere), a
+// non-kernel is still refused as "not a bzImage", a missing initrd as
+// such, and a good config fails on KVM alone, its memory file not created.
+func TestRunChecksFilesBeforeKVM(t *testing.T) {
+	old := kvm.DevicePath
+	kvm.DevicePath = filepath.Join(t.TempDir(), "no-kvm-here")
+	t.Cleanup(func() { kvm.DevicePath = old })
+	dir := t.TempDir()
+	run := func(cfg string) (int, string) {
+		var out, errb bytes.Buffer
+		code := runMain([]string{"run", cfg, "--log-level", "error"}, &out, &errb)
+		return code, errb.String()
+	}
+
+	notKernel := filepath.Join(dir, "notakernel")
+	require.NoError(t, os.WriteFile(notKernel, make([]byte, 8192), 0o644))
+	code, msg := run(writeConfig(t, dir, notKernel, ""))
+	assert.Equal(t, exitFailure, code)
+	assert.Contains(t, msg, "not a bzImage")
+	assert.NotContains(t, msg, "usable KVM")
+
+	kernel := tinyKernel(t, dir, []byte{0xf4})
+	ram := filepath.Join(dir, "ram0")
+	cfg := strings.Replace(readFile(t, writeConfig(t, dir, kernel, "")), `backing = "anonymous"`, fmt.Sprintf("backing = %q\ncreate = true", ram), 1)
+	withInitrd := strings.Replace(cfg, `cmdline = "console=ttyS0"`, fmt.Sprintf("cmdline = \"console=ttyS0\"\ninitrd = %q", filepath.Join(dir, "missing.cpio")), 1)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "initrd.toml"), []byte(withInitrd), 0o644))
+	code, msg = run(filepath.Join(dir, "initrd.toml"))
+	assert.Equal(t, exitFailure, code)
+	assert.Contains(t, msg, "initrd: open "+filepath.Join(dir, "missing.cpio")+": no such file or directory")
+
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "good.toml"), []byte(cfg), 0o644))
+	code, msg = run(filepath.Join(dir, "good.toml"))
+	assert.Equal(t, exitFailure, code)
+	assert.Contains(t, msg, "this host has no usable KVM: "+kvm.DevicePath+" does not exist; load kvm_intel or kvm_amd")
+	assert.Equal(t, 1, strings.Count(msg, "usable KVM"), "one message: %s", msg)
+	assert.NoFileExists(t, ram, "nothing created on a host without KVM")
+	assert.NoFileExists(t, filepath.Join(dir, "control.sock"))
+}
+
 // TestUsage proves bad invocations exit 2 and say what is wrong.
 func TestUsage(t *testing.T) {
 	var out, errb bytes.Buffer
@@ -146,10 +189,12 @@ func TestSuspendWithoutAgentFailsAndGuestKeepsRunning(t *testing.T) {
 		var out, errb bytes.Buffer
 		exited <- runMain([]string{"run", cfg, "--log-level", "warn"}, &out, &errb)
 	}()
+	// The control socket answers before the vCPUs run (runstate
+	// "created"); a suspend then is refused for another reason.
 	require.Eventually(t, func() bool {
 		var o, e bytes.Buffer
-		return cmdStatus([]string{"x", "--control", ctl}, &o, &e) == 0
-	}, 10*time.Second, 20*time.Millisecond, "control socket comes up")
+		return cmdStatus([]string{"x", "--control", ctl}, &o, &e) == 0 && strings.Contains(o.String(), "runstate:  running")
+	}, 10*time.Second, 20*time.Millisecond, "control socket comes up and the guest runs")
 
 	var out, errb bytes.Buffer
 	start := time.Now()

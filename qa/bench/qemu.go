@@ -42,6 +42,15 @@ type QEMUSpec struct {
 	// shared file backing is left out of the stream (QEMU 7.2's closest to
 	// cpr-reboot). Without it the stream carries all of RAM.
 	IgnoreShared bool
+
+	// A real guest (the whole-cycle benchmarks) sets these; the tiny
+	// guest's runs leave them empty (QEMU paused, nothing booted).
+	Kernel, Initrd, Append string // -kernel/-initrd/-append
+	VCPUs                  int    // -smp (default 1)
+	CPU                    string // -cpu, e.g. "host"
+	Align                  string // the backing's alignment, e.g. "2M" for device-dax
+	Console                string // COM1 to this file
+	AgentSocket            string // COM2 (the guest's ttyS1, qemu-ga) on this unix socket, QEMU listening
 }
 
 // QEMU is a running peer process with its QMP connection.
@@ -55,12 +64,29 @@ type QEMU struct {
 
 func (s QEMUSpec) args(sock string, incoming bool) []string {
 	size := strconv.FormatUint(s.Size, 10)
+	backend := "memory-backend-file,id=ram0,size=" + size + ",mem-path=" + s.Backing + ",share=on"
+	if s.Align != "" {
+		backend += ",align=" + s.Align
+	}
 	a := []string{
 		"-nodefaults", "-no-user-config", "-display", "none", "-S",
 		"-machine", "pc,accel=" + QEMUAccel + ",memory-backend=ram0",
-		"-object", "memory-backend-file,id=ram0,size=" + size + ",mem-path=" + s.Backing + ",share=on",
-		"-m", strconv.FormatUint(s.Size>>20, 10) + "M", "-smp", "1",
+		"-object", backend,
+		"-m", strconv.FormatUint(s.Size>>20, 10) + "M", "-smp", strconv.Itoa(max(s.VCPUs, 1)),
 		"-qmp", "unix:" + sock, // QEMU connects to our listening socket
+	}
+	if s.CPU != "" {
+		a = append(a, "-cpu", s.CPU)
+	}
+	if s.Kernel != "" {
+		a = append(a, "-kernel", s.Kernel, "-initrd", s.Initrd, "-append", s.Append)
+	}
+	if s.Console != "" {
+		a = append(a, "-serial", "file:"+s.Console)
+	}
+	if s.AgentSocket != "" {
+		a = append(a, "-chardev", "socket,id=qga0,path="+s.AgentSocket+",server=on,wait=off",
+			"-device", "isa-serial,chardev=qga0")
 	}
 	if incoming {
 		a = append(a, "-incoming", "defer")
@@ -252,39 +278,47 @@ func (t QEMUResumeTimes) Total() time.Duration { return t.Start + t.Load }
 // path (an incoming migration) and continues the VM; it times it up to the
 // RESUME event, checks that QEMU says "running", and quits QEMU.
 func ResumeQEMU(spec QEMUSpec, path string) (QEMUResumeTimes, error) {
-	var t QEMUResumeTimes
-	t0 := time.Now()
-	q, err := StartQEMU(spec, true)
+	q, t, err := LoadQEMU(spec, path)
 	if err != nil {
 		return t, err
 	}
-	t1 := time.Now()
-	f, err := os.Open(path)
-	if err != nil {
-		return t, errors.Join(err, q.Kill())
-	}
-	defer f.Close()
-	if err := q.QMP.SendFile("state", f); err != nil {
-		return t, errors.Join(err, q.Kill())
-	}
-	if _, err := q.QMP.Execute("migrate-incoming", map[string]any{"uri": "fd:state"}, stepTimeout); err != nil {
-		return t, errors.Join(err, q.Kill())
-	}
-	if _, err := q.QMP.WaitMigration(10 * time.Minute); err != nil {
-		return t, errors.Join(fmt.Errorf("incoming: %w (QEMU said: %s)", err, q.stderr), q.Kill())
-	}
-	if _, err := q.QMP.Execute("cont", nil, stepTimeout); err != nil {
-		return t, errors.Join(err, q.Kill())
-	}
-	ev, err := q.QMP.WaitEvent("RESUME", nil, stepTimeout)
-	if err != nil {
-		return t, errors.Join(err, q.Kill())
-	}
-	t = QEMUResumeTimes{Start: t1.Sub(t0), Load: ev.At.Sub(t1)}
-
 	st, err := q.QMP.Status()
 	if err == nil && st != "running" {
 		err = fmt.Errorf("QEMU is %q after the resume, want running", st)
 	}
 	return t, errors.Join(err, q.Quit())
+}
+
+// LoadQEMU is ResumeQEMU without the quit: the resumed QEMU is returned
+// running.
+func LoadQEMU(spec QEMUSpec, path string) (*QEMU, QEMUResumeTimes, error) {
+	var t QEMUResumeTimes
+	t0 := time.Now()
+	q, err := StartQEMU(spec, true)
+	if err != nil {
+		return nil, t, err
+	}
+	t1 := time.Now()
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, t, errors.Join(err, q.Kill())
+	}
+	defer f.Close()
+	if err := q.QMP.SendFile("state", f); err != nil {
+		return nil, t, errors.Join(err, q.Kill())
+	}
+	if _, err := q.QMP.Execute("migrate-incoming", map[string]any{"uri": "fd:state"}, stepTimeout); err != nil {
+		return nil, t, errors.Join(err, q.Kill())
+	}
+	if _, err := q.QMP.WaitMigration(10 * time.Minute); err != nil {
+		return nil, t, errors.Join(fmt.Errorf("incoming: %w (QEMU said: %s)", err, q.stderr), q.Kill())
+	}
+	if _, err := q.QMP.Execute("cont", nil, stepTimeout); err != nil {
+		return nil, t, errors.Join(err, q.Kill())
+	}
+	ev, err := q.QMP.WaitEvent("RESUME", nil, stepTimeout)
+	if err != nil {
+		return nil, t, errors.Join(err, q.Kill())
+	}
+	return q, QEMUResumeTimes{Start: t1.Sub(t0), Load: ev.At.Sub(t1)}, nil
 }

@@ -25,7 +25,17 @@ const (
 	labScratch = "/scratch"            // an ext4 disk: TMPDIR lives here, as on a real host (not the initramfs's tmpfs)
 	labKernel  = "/lab/kernel/vmlinuz" // a real bzImage for kexec_file_load (KernelEnv)
 	labPmvm    = "/lab/pmvm"           // a static pmvm (PMVMEnv)
+	labDax     = "/dev/dax0.0"         // DeviceDax: made by ndctl from the memmap= region
 )
+
+// DeviceDax's region: 2 GiB of emulated pmem at 4 GiB (RAM above 4 GiB
+// starts there on q35 with more than 2 GiB; LAB.md).
+const daxMemmap = "memmap=2G!4G"
+
+// guestInit is LinuxGuest's /init: the agent on ttyS1, then idle.
+const guestInit = lab.InitPrelude + lab.GuestAgentStart + `echo "PMVM-GUEST ready"
+while :; do sleep 3600; done
+`
 
 // scratchModules give the lab host its ext4 scratch disk (virtio-blk).
 var scratchModules = []string{"virtio_pci", "virtio_blk", "crc32c_generic", "ext4"}
@@ -75,11 +85,20 @@ func runInLab(pkg string, needs []Need) labResult {
 	if err != nil {
 		return failed("a static pmvm for the lab host: %v", err)
 	}
+	var guest *lab.GuestImage
+	if slices.Contains(needs, LinuxGuest) {
+		if guest, err = l.Guest(k, lab.GuestSpec{Name: "labrun-guest", Agent: true, Init: guestInit}); err != nil {
+			return failed("the Linux guest image: %v", err)
+		}
+	}
+	dax := slices.Contains(needs, DeviceDax)
 	h, err := l.Host(lab.HostSpec{
 		Name:     "labrun-" + strings.ReplaceAll(pkg, "/", "-"),
 		Kernel:   k,
 		Modules:  append(append([]string(nil), lab.DefaultHostModules...), scratchModules...),
-		Scenario: scenario(pkg, path.Join(labBinDir, filepath.Base(exe)), nonce, args),
+		Scenario: scenario(pkg, path.Join(labBinDir, filepath.Base(exe)), nonce, args, guest != nil, dax),
+		Guest:    guest,
+		Dax:      dax,
 		Extra: func(im *lab.Image) error {
 			if err := l.AddHostBinary(im, exe, path.Join(labBinDir, filepath.Base(exe))); err != nil {
 				return err
@@ -111,7 +130,7 @@ func runInLab(pkg string, needs []Need) labResult {
 		if err := makeScratch(scratch); err != nil {
 			return failed("%v", err)
 		}
-		res, trouble := bootAndRun(l, h, pkg, scratch, nonce, outer)
+		res, trouble := bootAndRun(l, h, pkg, scratch, nonce, outer, dax)
 		if res.code == 0 || len(trouble) == 0 || attempt == 2 {
 			if attempt == 2 {
 				Append(Record{Kind: KindRetry, Name: pkg + " (whole package in the lab)", Where: WhereLab, Code: res.code, Note: first.note})
@@ -130,7 +149,7 @@ func runInLab(pkg string, needs []Need) labResult {
 
 // bootAndRun boots the lab host once and relays the tests' output. trouble
 // is the lab host's own distress (only when the run failed).
-func bootAndRun(l *lab.Lab, h *lab.HostImage, pkg, scratch, nonce string, timeout time.Duration) (labResult, []string) {
+func bootAndRun(l *lab.Lab, h *lab.HostImage, pkg, scratch, nonce string, timeout time.Duration, dax bool) (labResult, []string) {
 	beginRE := regexp.MustCompile(`^PMVM-LABRUN begin ` + nonce + `\b(.*)`)
 	exitRE := regexp.MustCompile(`^PMVM-LABRUN exit ` + nonce + ` (\d+)`)
 	dmesgRE := regexp.MustCompile(`^PMVM-LABRUN dmesg: (.*)`)
@@ -145,6 +164,9 @@ func bootAndRun(l *lab.Lab, h *lab.HostImage, pkg, scratch, nonce string, timeou
 	q.CPU = labHostCPU
 	q.MemoryMiB = labHostMiB
 	q.Append = labHostAppend
+	if dax {
+		q.Append = strings.Replace(q.Append, "memmap=256M!4G", daxMemmap, 1)
+	}
 	q.Extra = append(q.Extra, "-drive", "file="+scratch+",if=virtio,format=raw,cache=unsafe")
 	q.Timeout = timeout
 	// Calls are serialized by lab.VM.
@@ -209,12 +231,21 @@ func bootAndRun(l *lab.Lab, h *lab.HostImage, pkg, scratch, nonce string, timeou
 // name (cgroup v2, /dev/shm, an ext4 TMPDIR; KVM and huge pages come from
 // the modules and the command line), then the test binary in its
 // package's directory.
-func scenario(pkg, bin, nonce string, args []string) string {
+func scenario(pkg, bin, nonce string, args []string, guest, dax bool) string {
 	quoted := make([]string, len(args))
 	for i, a := range args {
 		quoted[i] = shellQuote(a)
 	}
+	var extra strings.Builder
+	if guest {
+		fmt.Fprintf(&extra, "export %s=%s %s=%s\n", GuestKernelEnv, lab.LabGuestKernel, GuestInitrdEnv, lab.LabGuestInitrd)
+	}
+	if dax {
+		// lib.sh's dax_setup makes /dev/dax0.0 from the memmap= region.
+		fmt.Fprintf(&extra, ". %s\ndax_setup\nexport %s=%s\n", lab.LabLib, DaxEnv, labDax)
+	}
 	return fmt.Sprintf(`fail() { echo "PMVM-LAB ERROR: $*"; exit 1; }
+`+extra.String()+`
 mkdir -p /dev/shm %[1]s /root
 mount -t tmpfs -o mode=1777,size=90%% tmpfs /dev/shm || fail "mount tmpfs /dev/shm"
 mount -t cgroup2 cgroup2 /sys/fs/cgroup || fail "mount cgroup2 /sys/fs/cgroup"

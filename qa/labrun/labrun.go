@@ -23,7 +23,9 @@ package labrun
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -85,6 +87,12 @@ func run(m Runner, needs []Need) int {
 		Append(Record{Kind: KindPackage, Name: pkg, Where: WhereHost, Code: code, Seconds: time.Since(t0).Seconds(), Note: desc})
 		return code
 	}
+	if names, err := matchingTests(os.Args[1:]); err == nil && len(names) == 0 {
+		// Nothing of this package's would run (go test ./... on a package
+		// of benchmarks only): no lab host is booted to run nothing.
+		fmt.Printf("labrun: %s: no test or benchmark matches here; nothing to run in a lab host\n", pkg)
+		return m.Run()
+	}
 	reason := "forced by " + WhereEnv + "=lab"
 	if where != "lab" {
 		reason = "this machine lacks: " + strings.Join(lacks, "; ")
@@ -101,6 +109,72 @@ func run(m Runner, needs []Need) int {
 	}
 	return res.code
 }
+
+// matchingTests lists (by running this binary with -test.list, which
+// needs no KVM) the tests, examples, fuzz targets and benchmarks that the
+// -test.run, -test.skip and -test.bench flags select.
+func matchingTests(args []string) ([]string, error) {
+	flags := map[string]string{"run": "", "skip": "", "bench": ""}
+	for i := 0; i < len(args); i++ {
+		name, v, ok := strings.Cut(strings.TrimLeft(args[i], "-"), "=")
+		name = strings.TrimPrefix(name, "test.")
+		if _, known := flags[name]; !known {
+			continue
+		}
+		if !ok && i+1 < len(args) {
+			i++
+			v = args[i]
+		}
+		flags[name] = v
+	}
+	top := func(pattern string) (*regexp.Regexp, error) {
+		first, _, _ := strings.Cut(pattern, "/")
+		return regexp.Compile(first)
+	}
+	run, err := top(flags["run"])
+	if err != nil {
+		return nil, err
+	}
+	var skip, bench *regexp.Regexp
+	if flags["skip"] != "" {
+		if skip, err = top(flags["skip"]); err != nil {
+			return nil, err
+		}
+	}
+	if flags["bench"] != "" {
+		if bench, err = top(flags["bench"]); err != nil {
+			return nil, err
+		}
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(exe, "-test.list=.")
+	cmd.Env = append(os.Environ(), InsideEnv+"=1")
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("%s -test.list: %w", exe, err)
+	}
+	var names []string
+	for _, n := range strings.Split(string(out), "\n") {
+		if !testNameRE.MatchString(n) {
+			continue // labrun's own line, "ok ..."
+		}
+		var re *regexp.Regexp
+		if strings.HasPrefix(n, "Benchmark") {
+			re = bench
+		} else {
+			re = run
+		}
+		if re != nil && re.MatchString(n) && (skip == nil || !skip.MatchString(n)) {
+			names = append(names, n)
+		}
+	}
+	return names, nil
+}
+
+var testNameRE = regexp.MustCompile(`^(Test|Benchmark|Example|Fuzz)\w*$`)
 
 func suffix(s string) string {
 	if s == "" {

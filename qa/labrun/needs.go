@@ -27,6 +27,22 @@ const (
 	// measure pmvm against on the same KVM. A lab host gets this
 	// machine's (make deps installs it), its libraries and firmware.
 	QEMU Need = "qemu"
+	// DeviceDax: a device-dax instance the tests may overwrite, named by
+	// $PMVM_TEST_DAX (never guessed: a host's /dev/dax0.0 holds someone's
+	// data). A lab host makes one of 2 GiB from emulated pmem.
+	DeviceDax Need = "device-dax"
+	// LinuxGuest: a stock Linux guest (Debian's kernel, an initrd whose
+	// /init starts qemu-ga on ttyS1 and prints "PMVM-GUEST ready"), named
+	// by $PMVM_TEST_GUEST_KERNEL and $PMVM_TEST_GUEST_INITRD. A build
+	// machine's own KVM may not boot one (LAB.md); a lab host's does.
+	LinuxGuest Need = "linux-guest"
+)
+
+// Environment variables naming what DeviceDax and LinuxGuest provide.
+const (
+	DaxEnv         = "PMVM_TEST_DAX"
+	GuestKernelEnv = "PMVM_TEST_GUEST_KERNEL"
+	GuestInitrdEnv = "PMVM_TEST_GUEST_INITRD"
 )
 
 const qemuBinary = "qemu-system-x86_64"
@@ -57,6 +73,24 @@ func (n Need) Missing() string {
 		return hugeMissing("1048576kB", "1GiB")
 	case CgroupV2:
 		return cgroupMissing()
+	case DeviceDax:
+		p := os.Getenv(DaxEnv)
+		if p == "" {
+			return "no device-dax instance for the tests ($" + DaxEnv + " unset)"
+		}
+		if st, err := os.Stat(p); err != nil || st.Mode()&os.ModeCharDevice == 0 {
+			return fmt.Sprintf("$%s=%s is not a character device", DaxEnv, p)
+		}
+		return ""
+	case LinuxGuest:
+		for _, e := range []string{GuestKernelEnv, GuestInitrdEnv} {
+			if p := os.Getenv(e); p == "" {
+				return "no Linux guest image ($" + e + " unset; a stock Linux guest runs in a lab host)"
+			} else if _, err := os.Stat(p); err != nil {
+				return fmt.Sprintf("$%s: %v", e, err)
+			}
+		}
+		return ""
 	case QEMU:
 		if _, err := exec.LookPath(qemuBinary); err != nil {
 			return qemuBinary + " not found: install Debian's qemu-system-x86 (make deps)"

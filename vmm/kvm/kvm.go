@@ -17,8 +17,12 @@ import (
 // APIVersion is the only KVM API version that exists (KVM_GET_API_VERSION).
 const APIVersion = 12
 
-// DevicePath is where the KVM device lives.
-const DevicePath = "/dev/kvm"
+// DevicePath is where the KVM device lives (a variable so that tests can
+// play a host without one).
+var DevicePath = "/dev/kvm"
+
+// ErrNoKVM means this host cannot run guests: no usable KVM device.
+var ErrNoKVM = errors.New("this host has no usable KVM")
 
 // System is an open /dev/kvm.
 type System struct {
@@ -28,18 +32,21 @@ type System struct {
 // OpenSystem opens /dev/kvm and checks the API version.
 func OpenSystem() (*System, error) {
 	f, err := os.OpenFile(DevicePath, os.O_RDWR|unix.O_CLOEXEC, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %s does not exist; load kvm_intel or kvm_amd (modprobe kvm_amd), and on a host that is itself a VM enable nested virtualisation", ErrNoKVM, DevicePath)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w (is the kvm module loaded and are you allowed to use it?)", DevicePath, err)
+		return nil, fmt.Errorf("%w: open %s: %v (run pmvm as root, or as a member of the group that owns %s)", ErrNoKVM, DevicePath, err, DevicePath)
 	}
 	s := &System{f: f}
 	v, err := s.ioctlInt(ioctlGetAPIVersion, 0)
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("KVM_GET_API_VERSION: %w", err)
+		return nil, fmt.Errorf("%w: %s does not answer KVM_GET_API_VERSION: %v", ErrNoKVM, DevicePath, err)
 	}
 	if v != APIVersion {
 		f.Close()
-		return nil, fmt.Errorf("%s speaks KVM API %d, pmvm needs %d", DevicePath, v, APIVersion)
+		return nil, fmt.Errorf("%w: %s speaks KVM API %d, pmvm needs %d", ErrNoKVM, DevicePath, v, APIVersion)
 	}
 	return s, nil
 }

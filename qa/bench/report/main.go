@@ -45,25 +45,61 @@ func run(args []string, stdin io.Reader, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if len(res) == 0 {
+	if len(res.byName) == 0 {
 		return errors.New("no benchmark results in the input (did the benchmarks run? see the output above)")
 	}
 	Write(out, res)
 	return nil
 }
 
-// Results maps "Save/ram=256MiB" (the name without "Benchmark" and the
-// GOMAXPROCS suffix) to its samples: unit -> one value per run.
-type Results map[string]map[string][]float64
+// Results holds parsed benchmark output.
+type Results struct {
+	// byName maps "Save/ram=256MiB" (the name without "Benchmark" and
+	// the GOMAXPROCS suffix) to its samples: unit -> one value per run.
+	byName map[string]map[string][]float64
+	// where: "package: place" for each package qa/labrun said ran where.
+	where map[string]bool
+}
+
+// whereRE matches qa/labrun's line saying where a package's tests ran.
+var whereRE = regexp.MustCompile(`^labrun: (\S+): tests run (on this machine|inside a lab host)`)
+
+// Where says where the benchmarks ran, one line per package.
+func (r Results) Where() []string {
+	var out []string
+	for w := range r.where {
+		out = append(out, w)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// InLab reports whether any benchmark ran inside a lab host.
+func (r Results) InLab() bool {
+	for _, w := range r.Where() {
+		if strings.Contains(w, "lab host") {
+			return true
+		}
+	}
+	return false
+}
 
 var procSuffix = regexp.MustCompile(`-\d+$`)
 
 // Parse reads `go test -bench` output; other lines are ignored.
 func Parse(r io.Reader) (Results, error) {
-	res := Results{}
+	res := Results{byName: map[string]map[string][]float64{}, where: map[string]bool{}}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
+		if m := whereRE.FindStringSubmatch(sc.Text()); m != nil {
+			where := "this machine's /dev/kvm"
+			if m[2] != "on this machine" {
+				where = "a lab host (nested KVM under QEMU TCG)"
+			}
+			res.where[m[1]+": "+where] = true
+			continue
+		}
 		f := strings.Fields(sc.Text())
 		if len(f) < 4 || !strings.HasPrefix(f[0], "Benchmark") || len(f)%2 != 0 {
 			continue
@@ -72,15 +108,15 @@ func Parse(r io.Reader) (Results, error) {
 			continue // not a result line (e.g. "BenchmarkX --- FAIL")
 		}
 		name := procSuffix.ReplaceAllString(strings.TrimPrefix(f[0], "Benchmark"), "")
-		m := res[name]
+		m := res.byName[name]
 		if m == nil {
 			m = map[string][]float64{}
-			res[name] = m
+			res.byName[name] = m
 		}
 		for i := 2; i+1 < len(f); i += 2 {
 			v, err := strconv.ParseFloat(f[i], 64)
 			if err != nil {
-				return nil, fmt.Errorf("%s: value %q of %s: %w", f[0], f[i], f[i+1], err)
+				return Results{}, fmt.Errorf("%s: value %q of %s: %w", f[0], f[i], f[i+1], err)
 			}
 			m[f[i+1]] = append(m[f[i+1]], v)
 		}
@@ -90,7 +126,7 @@ func Parse(r io.Reader) (Results, error) {
 
 // Get returns the median of bench's unit, and whether there was any.
 func (r Results) Get(bench, unit string) (float64, bool) {
-	v := r[bench][unit]
+	v := r.byName[bench][unit]
 	if len(v) == 0 {
 		return 0, false
 	}
@@ -103,12 +139,12 @@ func (r Results) Get(bench, unit string) (float64, bool) {
 }
 
 // runs is how many samples bench's unit has.
-func (r Results) runs(bench, unit string) int { return len(r[bench][unit]) }
+func (r Results) runs(bench, unit string) int { return len(r.byName[bench][unit]) }
 
 // sizes lists the ram= values seen, smallest first.
 func (r Results) sizes() []string {
 	seen := map[string]bool{}
-	for name := range r {
+	for name := range r.byName {
 		if _, sub, ok := strings.Cut(name, "/ram="); ok {
 			seen[sub] = true
 		}
@@ -141,12 +177,26 @@ type column struct {
 	bench string
 	unit  string
 	bytes bool // a size, printed as bytes
+	// over, when set, makes this a ratio column: bench's unit over
+	// over's unit (overUnit, default unit), measured in the same run.
+	over, overUnit string
 }
 
 func (r Results) cell(c column, size string) string {
 	v, ok := r.Get(c.bench+"/ram="+size, c.unit)
 	if !ok {
 		return "-"
+	}
+	if c.over != "" {
+		u := c.overUnit
+		if u == "" {
+			u = c.unit
+		}
+		d, ok := r.Get(c.over+"/ram="+size, u)
+		if !ok || d == 0 {
+			return "-"
+		}
+		return strconv.FormatFloat(v/d, 'f', 2, 64) + "x"
 	}
 	if c.bytes {
 		return strconv.FormatFloat(v, 'f', 0, 64)
@@ -169,6 +219,9 @@ func fmtMs(v float64) string {
 func (r Results) growth(c column, sizes []string) string {
 	if len(sizes) < 2 {
 		return ""
+	}
+	if c.over != "" {
+		return "-" // a ratio of ratios says nothing
 	}
 	lo, ok1 := r.Get(c.bench+"/ram="+sizes[0], c.unit)
 	hi, ok2 := r.Get(c.bench+"/ram="+sizes[len(sizes)-1], c.unit)
@@ -201,6 +254,9 @@ func (r Results) table(w io.Writer, title string, cols []column, variants []vari
 			filled := false
 			for i, c := range cols {
 				c.bench += v.suffix
+				if c.over != "" {
+					c.over += v.suffix
+				}
 				cells[i] = r.cell(c, s)
 				filled = filled || cells[i] != "-"
 			}
@@ -213,6 +269,9 @@ func (r Results) table(w io.Writer, title string, cols []column, variants []vari
 			cells := make([]string, len(cols))
 			for i, c := range cols {
 				c.bench += v.suffix
+				if c.over != "" {
+					c.over += v.suffix
+				}
 				cells[i] = r.growth(c, sizes)
 			}
 			rows = append(rows, row{sizes[len(sizes)-1] + " / " + sizes[0], v, cells})
@@ -238,24 +297,45 @@ func (r Results) table(w io.Writer, title string, cols []column, variants []vari
 // Write prints the tables.
 func Write(w io.Writer, r Results) {
 	n := 0
-	for name := range r {
+	for name := range r.byName {
 		n = max(n, r.runs(name, "p50-ms"))
 	}
-	fmt.Fprintf(w, "pmvm vs QEMU 7.2 (-machine pc -accel kvm, x-ignore-shared), guest RAM in a /dev/shm file.\n"+
-		"Milliseconds: each benchmark's median iteration (p50), median over %d run(s); means are in the raw output (ms/op).\n\n", n)
+	fmt.Fprintf(w, "pmvm vs QEMU 7.2, side by side in the same run.\n"+
+		"Milliseconds: each benchmark's median iteration (p50), median over %d run(s); means are in the raw output (ms/op).\n", n)
+	where := r.Where()
+	if len(where) == 0 {
+		where = []string{"(not said: output of a version without qa/labrun)"}
+	}
+	fmt.Fprintf(w, "Where they ran: %s\n", strings.Join(where, "; "))
+	if r.InLab() {
+		fmt.Fprintln(w, "In a lab host every instruction of pmvm and QEMU runs under QEMU TCG: absolute times mean little; compare the pmvm/QEMU ratios.")
+	}
+	fmt.Fprintln(w)
 
-	r.table(w, "SAVE: guest already suspended (pmvm: ACPI S3; QEMU: paused) -> state file durable (tmp, fsync, rename, dir fsync)", []column{
+	r.table(w, "WHOLE CYCLE AS THE GUEST SEES IT: a real Linux guest (qemu-ga, RAM on /dev/dax0.0); from the save/stop request until its agent answers again from a new process", []column{
+		{head: "pmvm ms", bench: "Cycle", unit: "p50-ms"},
+		{head: "QEMU ms", bench: "QEMUCycle", unit: "p50-ms"},
+		{head: "pmvm/QEMU", bench: "Cycle", unit: "p50-ms", over: "QEMUCycle"},
+		{head: "pmvm down ms", bench: "Cycle", unit: "down-p50-ms"},
+		{head: "QEMU down ms", bench: "QEMUCycle", unit: "down-p50-ms"},
+		{head: "pmvm up ms", bench: "Cycle", unit: "up-p50-ms"},
+		{head: "QEMU up ms", bench: "QEMUCycle", unit: "up-p50-ms"},
+	}, []variant{{"", "dax"}})
+
+	r.table(w, "VMM-ONLY PART, SAVE (tiny guest, RAM in a /dev/shm file): guest already suspended (pmvm: ACPI S3; QEMU: paused, never ran) -> state file durable", []column{
 		{head: "pmvm ms", bench: "Save", unit: "p50-ms"},
 		{head: "QEMU ms", bench: "QEMUSave", unit: "p50-ms"},
+		{head: "pmvm/QEMU", bench: "Save", unit: "p50-ms", over: "QEMUSave"},
 		{head: "QEMU migrate ms", bench: "QEMUSave", unit: "migrate-p50-ms"},
 		{head: "pmvm state bytes", bench: "Save", unit: "state-bytes", bytes: true},
 		{head: "QEMU state bytes", bench: "QEMUSave", unit: "state-bytes", bytes: true},
 	}, []variant{sparse, touched})
 
-	r.table(w, "RESUME: state file -> guest running again", []column{
+	r.table(w, "VMM-ONLY PART, RESUME (tiny guest): state file -> guest running again", []column{
 		{head: "pmvm ms", bench: "Resume", unit: "p50-ms"},
 		{head: "pmvm process ms", bench: "ResumeProcess", unit: "p50-ms"},
 		{head: "QEMU process ms", bench: "QEMUResume", unit: "p50-ms"},
+		{head: "pmvm/QEMU", bench: "ResumeProcess", unit: "p50-ms", over: "QEMUResume"},
 		{head: "pmvm load ms", bench: "Resume", unit: "load-p50-ms"},
 		{head: "QEMU load ms", bench: "QEMUResume", unit: "load-p50-ms"},
 		{head: "pmvm new ms", bench: "Resume", unit: "new-p50-ms"},
@@ -270,6 +350,14 @@ func Write(w io.Writer, r Results) {
 	}, []variant{{"", "touched"}})
 
 	fmt.Fprint(w, `Columns:
+  pmvm ms (cycle)         'pmvm save' (suspend through the guest agent, ACPI S3, state file, pmvm exits), a new
+                          'pmvm run --incoming' (wake at the FACS vector, clock set), until guest-ping answers.
+  QEMU ms (cycle)         stop, migrate (x-ignore-shared) to a durable state file, quit, a new QEMU with
+                          -incoming, migrate-incoming, cont, until guest-ping answers: QEMU 7.2's nearest.
+  down ms / up ms         the cycle's parts: until the old process has exited; from then until the agent answers.
+  pmvm/QEMU               the pmvm number over QEMU's, both measured in the same run: <1.00x, pmvm is faster.
+  VMM-only part           a tiny hand-made guest: no agent, no S3 entry, QEMU never runs its guest; what the
+                          VMMs alone cost, not what a guest sees.
   pmvm ms (save)          Machine.SaveState of a guest in S3, until the state file is durable.
   QEMU ms (save)          getfd + migrate fd: of a QEMU paused with -S, until MIGRATION completed and the
                           stream is durable in the file (the same tmp/fsync/rename/dir-fsync write).

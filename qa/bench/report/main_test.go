@@ -9,7 +9,8 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-const sample = `goos: linux
+const sample = `labrun: qa/bench: tests run inside a lab host (this machine lacks: no usable /dev/kvm)
+goos: linux
 goarch: amd64
 pkg: github.com/pmvm/pmvm/qa/bench
 BenchmarkSave/ram=256MiB-2   	10	2100000 ns/op	2.1 ms/op	2.0 p50-ms	0.05 resident-MiB	1365 state-bytes
@@ -26,7 +27,7 @@ PASS
 func TestParseTakesMediansAndIgnoresOtherLines(t *testing.T) {
 	r, err := Parse(strings.NewReader(sample))
 	require.NoError(t, err)
-	assert.Len(t, r, 4)
+	assert.Len(t, r.byName, 4)
 	v, ok := r.Get("Save/ram=256MiB", "p50-ms")
 	require.True(t, ok)
 	assert.Equal(t, 3.0, v, "median of 2, 4, 3")
@@ -46,9 +47,13 @@ func TestWritePutsPeersSideBySide(t *testing.T) {
 	s := out.String()
 	assert.Contains(t, s, "median over 3 run(s)")
 	// The 256MiB save row: pmvm, QEMU, QEMU migrate, both state sizes.
-	assert.Regexp(t, `256MiB\s+sparse\s+3\.00\s+8\.50\s+5\.70\s+1365\s+314069`, s)
-	// The growth row: 4GiB over 256MiB.
-	assert.Regexp(t, `4GiB / 256MiB\s+sparse\s+1\.00x\s+-\s+-\s+1\.06x\s+-`, s)
+	// The 256MiB save row: pmvm, QEMU, their ratio, QEMU migrate, both state sizes.
+	assert.Regexp(t, `256MiB\s+sparse\s+3\.00\s+8\.50\s+0\.35x\s+5\.70\s+1365\s+314069`, s)
+	// The growth row: 4GiB over 256MiB (no ratio of ratios).
+	assert.Regexp(t, `4GiB / 256MiB\s+sparse\s+1\.00x\s+-\s+-\s+-\s+1\.06x\s+-`, s)
+	assert.Contains(t, s, "Where they ran: qa/bench: a lab host (nested KVM under QEMU TCG)")
+	assert.Contains(t, s, "compare the pmvm/QEMU ratios")
+	assert.Contains(t, s, "VMM-ONLY PART, SAVE")
 	assert.Regexp(t, `256MiB\s+touched\s+1249\s+-\s+-\s+269273736`, s)
 	assert.NotContains(t, s, "RESUME:", "no resume results, no resume table")
 }
