@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -247,25 +248,38 @@ func (l *Lab) AddDynamic(im *Image, pkg string, bins ...string) (*DynamicFiles, 
 		im.HostFile(b, filepath.Join(root, b), 0o755)
 		res.Binaries = append(res.Binaries, "/"+clean(b))
 	}
-	names := make([]string, 0, len(libs))
-	for n := range libs {
-		names = append(names, n)
+	var list []LddLib
+	for soname, p := range libs {
+		list = append(list, LddLib{Soname: soname, Path: p})
 	}
-	sort.Strings(names)
-	for _, n := range names {
-		real, err := filepath.EvalSymlinks(libs[n])
+	copied, err := addLibs(im, list, interp)
+	if err != nil {
+		return nil, err
+	}
+	res.Libs = append(res.Libs, copied...)
+	return res, nil
+}
+
+// addLibs copies libraries into im's LibDir under their sonames (symlinks
+// resolved) and the dynamic loader at the path programs ask for; it
+// returns their in-image paths, sorted, the loader last.
+func addLibs(im *Image, libs []LddLib, interp string) ([]string, error) {
+	libs = slices.Clone(libs)
+	sort.Slice(libs, func(i, j int) bool { return libs[i].Soname < libs[j].Soname })
+	var out []string
+	for _, lib := range libs {
+		real, err := filepath.EvalSymlinks(lib.Path)
 		if err != nil {
-			return nil, fmt.Errorf("lab: library %s: %w", libs[n], err)
+			return nil, fmt.Errorf("lab: library %s: %w", lib.Path, err)
 		}
-		p := path.Join(LibDir, n)
+		p := path.Join(LibDir, lib.Soname)
 		im.HostFile(p, real, 0o755)
-		res.Libs = append(res.Libs, "/"+p)
+		out = append(out, "/"+p)
 	}
 	real, err := filepath.EvalSymlinks(interp)
 	if err != nil {
 		return nil, fmt.Errorf("lab: loader %s: %w", interp, err)
 	}
 	im.HostFile(interp, real, 0o755)
-	res.Libs = append(res.Libs, interp)
-	return res, nil
+	return append(out, interp), nil
 }

@@ -5,9 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path"
-	"path/filepath"
-	"sort"
 	"strings"
 )
 
@@ -37,20 +34,8 @@ func (l *Lab) AddHostBinary(im *Image, hostPath, imagePath string) error {
 	if len(r.Missing) > 0 {
 		return fmt.Errorf("lab: %s needs libraries this machine lacks: %v", hostPath, r.Missing)
 	}
-	sort.Slice(r.Libs, func(i, j int) bool { return r.Libs[i].Soname < r.Libs[j].Soname })
-	for _, lib := range r.Libs {
-		real, err := filepath.EvalSymlinks(lib.Path)
-		if err != nil {
-			return fmt.Errorf("lab: library %s: %w", lib.Path, err)
-		}
-		im.HostFile(path.Join(LibDir, lib.Soname), real, 0o755)
-	}
-	real, err := filepath.EvalSymlinks(interp)
-	if err != nil {
-		return fmt.Errorf("lab: loader %s: %w", interp, err)
-	}
-	im.HostFile(interp, real, 0o755)
-	return nil
+	_, err = addLibs(im, r.Libs, interp)
+	return err
 }
 
 // elfInterp returns the program's PT_INTERP ("" for a static program).
