@@ -19,33 +19,39 @@ var hostTroubleRE = regexp.MustCompile(`Kernel panic|Oops:|BUG: soft lockup|rcu:
 // HostTrouble returns those lines from a lab host's console. Guest lines,
 // which the lab prefixes with "[l2] " or "[vmN] ", do not count: a guest
 // in trouble may be pmvm's fault. Nor does distress whose trace runs
-// through KVM (KVMTrouble): the lab host died while pmvm drove kvm-amd,
-// which may be pmvm's doing, unless the trace shows the kernel patching
-// its own text (int3, text_poke), which the nested TCG lab does badly by
-// itself (see qa/guestbin/kvmhold).
+// through KVM (KVMTrouble): the lab host died while a VMM drove kvm-amd,
+// which may be that VMM's doing, unless the trace shows what no VMM can
+// cause: the kernel patching its own text (int3, text_poke; the TCG lab
+// does that badly, see qa/guestbin/kvmhold), or the host's stack guard
+// page hit right on the way out of __svm_vcpu_run (the emulated VMRUN
+// came back with the host's GS base or stack not restored, which is the
+// emulated CPU's job, not anything an ioctl can reach).
 func HostTrouble(console []string) []string {
 	lab, _ := classifyTrouble(console)
 	return lab
 }
 
 // KVMTrouble returns the lab host's distress lines whose trace runs
-// through KVM without text patching: not counted as the lab's trouble.
+// through KVM without the signs above: not counted as the lab's trouble.
 func KVMTrouble(console []string) []string {
 	_, kvm := classifyTrouble(console)
 	return kvm
 }
 
-// kvmFrameRE matches trace frames inside KVM; patchFrameRE the kernel's
-// text patching.
 var (
-	kvmFrameRE   = regexp.MustCompile(`\[kvm(_amd)?\]|\bsvm_vcpu_run|\bkvm_arch_vcpu_ioctl_run|\bvcpu_enter_guest`)
+	// kvmFrameRE matches trace frames inside KVM.
+	kvmFrameRE = regexp.MustCompile(`\[kvm(_amd)?\]|\bsvm_vcpu_run|\bkvm_arch_vcpu_ioctl_run|\bvcpu_enter_guest`)
+	// labFaultRE matches what only the lab itself causes: text patching,
+	// and the stack guard page hit (the message) at __svm_vcpu_run's exit.
 	patchFrameRE = regexp.MustCompile(`\btext_poke|\bexc_int3|\bpoke_int3|\bint3:`)
+	guardHitRE   = regexp.MustCompile(`stack guard page was hit`)
+	svmRunRIPRE  = regexp.MustCompile(`RIP: 0010:__svm_vcpu_run\b`)
 )
 
-// traceWindow is how many host lines before and after a distress line
-// belong to its episode (an oops, its trace, the panic that follows).
-const traceWindow = 60
-
+// classifyTrouble splits the host's distress lines. A lab host rarely
+// survives its first episode, and a trace can run to hundreds of lines (a
+// stack overflow repeats its frames), so everything from the first
+// distress line on is read as its trace.
 func classifyTrouble(console []string) (lab, kvm []string) {
 	var host []string
 	for _, line := range console {
@@ -54,23 +60,30 @@ func classifyTrouble(console []string) (lab, kvm []string) {
 		}
 		host = append(host, line)
 	}
+	first := -1
+	var trouble []string
 	for i, line := range host {
-		if !hostTroubleRE.MatchString(line) {
-			continue
-		}
-		start, end := max(0, i-traceWindow), min(len(host), i+traceWindow)
-		inKVM, patching := false, false
-		for _, l := range host[start:end] {
-			inKVM = inKVM || kvmFrameRE.MatchString(l)
-			patching = patching || patchFrameRE.MatchString(l)
-		}
-		if inKVM && !patching {
-			kvm = append(kvm, line)
-		} else {
-			lab = append(lab, line)
+		if hostTroubleRE.MatchString(line) {
+			if first < 0 {
+				first = i
+			}
+			trouble = append(trouble, line)
 		}
 	}
-	return lab, kvm
+	if first < 0 {
+		return nil, nil
+	}
+	inKVM, patching, guardHit, svmRIP := false, false, false, false
+	for _, l := range host[first:] {
+		inKVM = inKVM || kvmFrameRE.MatchString(l)
+		patching = patching || patchFrameRE.MatchString(l)
+		guardHit = guardHit || guardHitRE.MatchString(l)
+		svmRIP = svmRIP || svmRunRIPRE.MatchString(l)
+	}
+	if inKVM && !patching && !(guardHit && svmRIP) {
+		return nil, trouble
+	}
+	return trouble, nil
 }
 
 // powerOffRE matches the lab host kernel's last words on a clean poweroff

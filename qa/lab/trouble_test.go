@@ -51,6 +51,21 @@ func TestTroubleInsideKVM(t *testing.T) {
 	}
 	assert.Equal(t, []string{patching[0]}, HostTrouble(patching), "text patching under TCG is the lab's own trouble")
 	assert.Empty(t, KVMTrouble(patching))
+
+	// Seen in the lab: the emulated VMRUN returns with the host's stack or
+	// GS base not restored; the overflow's trace repeats error_entry for
+	// hundreds of lines before the KVM frames.
+	guard := []string{"[ 17.14] BUG: TASK stack guard page was hit at 0000000058e51cdd (stack is ...)"}
+	for i := 0; i < 300; i++ {
+		guard = append(guard, "[ 17.15]  ? error_entry+0xd/0x130")
+	}
+	guard = append(guard,
+		"[ 17.15] RIP: 0010:__svm_vcpu_run+0x9c/0x210 [kvm_amd]",
+		"[ 17.15]  svm_vcpu_run+0x1cf/0x720 [kvm_amd]",
+		"[ 17.15]  kvm_arch_vcpu_ioctl_run+0x8be/0x1750 [kvm]",
+		"[ 17.38] Kernel panic - not syncing: Fatal exception in interrupt")
+	assert.Equal(t, []string{guard[0], guard[len(guard)-1]}, HostTrouble(guard), "the emulated CPU's fault, not a VMM's")
+	assert.Empty(t, KVMTrouble(guard))
 }
 
 // TestHostTroubleOfASilentReset proves a lab host that vanished (QEMU

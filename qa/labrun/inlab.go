@@ -45,7 +45,9 @@ var scratchModules = []string{"virtio_pci", "virtio_blk", "crc32c_generic", "ext
 const (
 	labHostMiB    = 6144
 	labHostCPU    = "EPYC,+svm,+pdpe1gb"
-	labHostAppend = lab.DefaultAppend + " hugepagesz=1G hugepages=1"
+	// loglevel=5 instead of quiet: warnings and the traces of a lockup
+	// or an oops reach the console, where they tell whose trouble it is.
+	labHostAppend = lab.DefaultAppend + " hugepagesz=1G hugepages=1 loglevel=5"
 	scratchBytes  = 2 << 30
 )
 
@@ -163,7 +165,7 @@ func bootAndRun(l *lab.Lab, h *lab.HostImage, pkg, scratch, nonce string, timeou
 	q.Name = "labrun-" + strings.ReplaceAll(pkg, "/", "-")
 	q.CPU = labHostCPU
 	q.MemoryMiB = labHostMiB
-	q.Append = labHostAppend
+	q.Append = strings.Replace(labHostAppend, " quiet ", " ", 1)
 	if dax {
 		q.Append = strings.Replace(q.Append, "memmap=256M!4G", daxMemmap, 1)
 	}
