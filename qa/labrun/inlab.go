@@ -43,8 +43,8 @@ var scratchModules = []string{"virtio_pci", "virtio_blk", "crc32c_generic", "ext
 // labHostMiB and labHostAppend: room for the tests' guests and one 1 GiB
 // huge page besides 2 MiB ones (the CPU model gets pdpe1gb for it).
 const (
-	labHostMiB    = 6144
-	labHostCPU    = "EPYC,+svm,+pdpe1gb"
+	labHostMiB = 6144
+	labHostCPU = "EPYC,+svm,+pdpe1gb"
 	// loglevel=5 instead of quiet: warnings and the traces of a lockup
 	// or an oops reach the console, where they tell whose trouble it is.
 	labHostAppend = lab.DefaultAppend + " hugepagesz=1G hugepages=1 loglevel=5"
