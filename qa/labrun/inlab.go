@@ -40,16 +40,31 @@ while :; do sleep 3600; done
 // scratchModules give the lab host its ext4 scratch disk (virtio-blk).
 var scratchModules = []string{"virtio_pci", "virtio_blk", "crc32c_generic", "ext4"}
 
-// labHostMiB and labHostAppend: room for the tests' guests and one 1 GiB
-// huge page besides 2 MiB ones (the CPU model gets pdpe1gb for it).
+// labHostMiB: room for the tests' guests, a 4 GiB /dev/shm backing of
+// the benchmarks, and a 1 GiB huge page.
 const (
-	labHostMiB = 6144
-	labHostCPU = "EPYC,+svm,+pdpe1gb"
-	// loglevel=5 instead of quiet: warnings and the traces of a lockup
-	// or an oops reach the console, where they tell whose trouble it is.
-	labHostAppend = lab.DefaultAppend + " hugepagesz=1G hugepages=1 loglevel=5"
-	scratchBytes  = 2 << 30
+	labHostMiB   = 6144
+	scratchBytes = 2 << 30
 )
+
+// hostShape is the lab host's CPU model and kernel command line for needs.
+// loglevel=5 instead of quiet: warnings and the traces of a lockup or an
+// oops reach the console, where they tell whose trouble it is. The CPU
+// offers 1 GiB pages (pdpe1gb) only to packages that need them: L2 Linux
+// guests then map their memory with 1 GiB pages, which the nested TCG lab
+// is not known to handle well.
+func hostShape(needs []Need) (cpu, appendLine string) {
+	cpu = "EPYC,+svm"
+	appendLine = strings.Replace(lab.DefaultAppend, " quiet ", " ", 1) + " loglevel=5"
+	if slices.Contains(needs, HugePages1G) {
+		cpu += ",+pdpe1gb"
+		appendLine += " hugepagesz=1G hugepages=1"
+	}
+	if slices.Contains(needs, DeviceDax) {
+		appendLine = strings.Replace(appendLine, "memmap=256M!4G", daxMemmap, 1)
+	}
+	return cpu, appendLine
+}
 
 type labResult struct {
 	code int
@@ -132,7 +147,7 @@ func runInLab(pkg string, needs []Need) labResult {
 		if err := makeScratch(scratch); err != nil {
 			return failed("%v", err)
 		}
-		res, trouble := bootAndRun(l, h, pkg, scratch, nonce, outer, dax)
+		res, trouble := bootAndRun(l, h, pkg, scratch, nonce, outer, needs)
 		if res.code == 0 || len(trouble) == 0 || attempt == 2 {
 			if attempt == 2 {
 				Append(Record{Kind: KindRetry, Name: pkg + " (whole package in the lab)", Where: WhereLab, Code: res.code, Note: first.note})
@@ -151,7 +166,7 @@ func runInLab(pkg string, needs []Need) labResult {
 
 // bootAndRun boots the lab host once and relays the tests' output. trouble
 // is the lab host's own distress (only when the run failed).
-func bootAndRun(l *lab.Lab, h *lab.HostImage, pkg, scratch, nonce string, timeout time.Duration, dax bool) (labResult, []string) {
+func bootAndRun(l *lab.Lab, h *lab.HostImage, pkg, scratch, nonce string, timeout time.Duration, needs []Need) (labResult, []string) {
 	beginRE := regexp.MustCompile(`^PMVM-LABRUN begin ` + nonce + `\b(.*)`)
 	exitRE := regexp.MustCompile(`^PMVM-LABRUN exit ` + nonce + ` (\d+)`)
 	dmesgRE := regexp.MustCompile(`^PMVM-LABRUN dmesg: (.*)`)
@@ -163,12 +178,8 @@ func bootAndRun(l *lab.Lab, h *lab.HostImage, pkg, scratch, nonce string, timeou
 	t0 := time.Now()
 	q := lab.LabHost(h)
 	q.Name = "labrun-" + strings.ReplaceAll(pkg, "/", "-")
-	q.CPU = labHostCPU
+	q.CPU, q.Append = hostShape(needs)
 	q.MemoryMiB = labHostMiB
-	q.Append = strings.Replace(labHostAppend, " quiet ", " ", 1)
-	if dax {
-		q.Append = strings.Replace(q.Append, "memmap=256M!4G", daxMemmap, 1)
-	}
 	q.Extra = append(q.Extra, "-drive", "file="+scratch+",if=virtio,format=raw,cache=unsafe")
 	q.Timeout = timeout
 	// Calls are serialized by lab.VM.
@@ -258,7 +269,7 @@ ln -sfn %[1]s/var-tmp /var/tmp
 cd %[2]s || fail "no %[2]s in the lab host image"
 export TMPDIR=%[1]s/tmp HOME=/root %[3]s=1 %[7]s=%[8]s %[9]s=%[10]s
 dmesg -c > /dev/null # what the kernel says from here on is the tests' business
-echo "PMVM-LABRUN begin %[4]s (Linux $(uname -r), $(nproc) CPUs, 1GiB pages: $(cat /sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages), cgroup2: $(cat /sys/fs/cgroup/cgroup.controllers))"
+echo "PMVM-LABRUN begin %[4]s (Linux $(uname -r), $(nproc) CPUs, 1GiB pages: $(cat /sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages 2>/dev/null || echo none), cgroup2: $(cat /sys/fs/cgroup/cgroup.controllers))"
 %[5]s %[6]s
 echo "PMVM-LABRUN exit %[4]s $?"
 dmesg | awk '/WARNING: CPU: |BUG: |Oops: |general protection fault/ {n = 30} n > 0 {print "PMVM-LABRUN dmesg: " $0; n--}'

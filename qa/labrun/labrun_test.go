@@ -62,6 +62,22 @@ func TestScenarioRunsTheBinaryInItsPackage(t *testing.T) {
 	assert.NotContains(t, scenario("pmem", "/lab/bin/pmem.test", "x", nil, false, false), "dax_setup")
 }
 
+// TestHostShape proves 1 GiB pages and the large device-dax region are
+// given only to packages that need them, and every lab host logs warnings.
+func TestHostShape(t *testing.T) {
+	cpu, line := hostShape([]Need{KVM})
+	assert.Equal(t, "EPYC,+svm", cpu)
+	assert.NotContains(t, line, "hugepagesz=1G")
+	assert.NotContains(t, line, "quiet")
+	assert.Contains(t, line, "loglevel=5")
+	assert.Contains(t, line, "memmap=256M!4G")
+	cpu, line = hostShape([]Need{HugePages1G, DeviceDax})
+	assert.Equal(t, "EPYC,+svm,+pdpe1gb", cpu)
+	assert.Contains(t, line, "hugepagesz=1G hugepages=1")
+	assert.Contains(t, line, daxMemmap)
+	assert.NotContains(t, line, "memmap=256M!4G")
+}
+
 // TestSummaryRoundTrip proves records appended by several test binaries
 // come back in make test's summary, by where they ran, with every retried
 // lab test and its first failure.

@@ -10,7 +10,19 @@ import (
 
 // ioctlFd issues an ioctl whose argument is a plain integer and whose
 // result is an integer (a count or a new fd).
+// ioctlFd issues an ioctl, again when a signal interrupted it: the Go
+// runtime's own preemption signal can interrupt KVM_CREATE_VM and the
+// like (seen in the lab). KVM_RUN uses ioctlOnce: its EINTR is a kick.
 func ioctlFd(f *os.File, req, arg uintptr) (int, error) {
+	for {
+		r, err := ioctlOnce(f, req, arg)
+		if err != unix.EINTR {
+			return r, err
+		}
+	}
+}
+
+func ioctlOnce(f *os.File, req, arg uintptr) (int, error) {
 	r, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), req, arg)
 	runtime.KeepAlive(f)
 	if errno != 0 {
@@ -24,14 +36,20 @@ func ioctlPtr(f *os.File, req uintptr, p unsafe.Pointer) error {
 	return err
 }
 
-// ioctlPtrN issues an ioctl on a pointer argument and returns its result.
+// ioctlPtrN issues an ioctl on a pointer argument and returns its result
+// (again when a signal interrupted it, as ioctlFd).
 func ioctlPtrN(f *os.File, req uintptr, p unsafe.Pointer) (int, error) {
-	r, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), req, uintptr(p))
-	runtime.KeepAlive(f)
-	if errno != 0 {
-		return 0, errno
+	for {
+		r, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), req, uintptr(p))
+		runtime.KeepAlive(f)
+		if errno == unix.EINTR {
+			continue
+		}
+		if errno != 0 {
+			return 0, errno
+		}
+		return int(r), nil
 	}
-	return int(r), nil
 }
 
 func (s *System) ioctlInt(req, arg uintptr) (int, error) { return ioctlFd(s.f, req, arg) }
@@ -75,7 +93,7 @@ func (vm *VM) setClock(c *ClockData) error {
 }
 
 func (c *VCPU) kvmRun() error {
-	_, err := ioctlFd(c.f, ioctlRun, 0)
+	_, err := ioctlOnce(c.f, ioctlRun, 0)
 	return err
 }
 

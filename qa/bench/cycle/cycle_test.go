@@ -106,7 +106,6 @@ func BenchmarkCycle(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				state := filepath.Join(dir, fmt.Sprintf("cycle-%d.state", cycles))
 				cycles++
-				progress(b, "cycle %d: pmvm save", cycles)
 				t0 := time.Now()
 				if out, err := exec.Command(p.pmvm, "save", "cycle", "--control", ctl, "--state", state).CombinedOutput(); err != nil {
 					b.Fatalf("pmvm save: %v\n%s\n%s", err, out, run.tail())
@@ -115,7 +114,6 @@ func BenchmarkCycle(b *testing.B) {
 					b.Fatalf("the saved pmvm: %v\n%s", err, run.tail())
 				}
 				down := time.Now()
-				progress(b, "cycle %d: pmvm run --incoming", cycles)
 				run = startPMVM(b, p.pmvm, dir, "run", cfg, "--incoming", state)
 				if err := waitAgent(agent, cycleTimeout); err != nil {
 					b.Fatalf("after the resume: %v\n%s", err, run.tail())
@@ -156,7 +154,6 @@ func BenchmarkQEMUCycle(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				state := filepath.Join(dir, fmt.Sprintf("cycle-%d.state", cycles))
 				cycles++
-				progress(b, "cycle %d: stop, migrate, quit", cycles)
 				t0 := time.Now()
 				if _, err := q.QMP.Execute("stop", nil, time.Minute); err != nil {
 					b.Fatal(err)
@@ -168,7 +165,6 @@ func BenchmarkQEMUCycle(b *testing.B) {
 					b.Fatal(err)
 				}
 				down := time.Now()
-				progress(b, "cycle %d: a new QEMU, migrate-incoming, cont", cycles)
 				if q, _, err = bench.LoadQEMU(spec, state); err != nil {
 					b.Fatal(err)
 				}
@@ -185,8 +181,10 @@ func BenchmarkQEMUCycle(b *testing.B) {
 	}
 }
 
-// progress prints a step as it happens (b.Log would hold it until the
-// benchmark ends): a cycle that hangs in the lab shows where.
+// progress prints a boot as it happens (b.Log would hold it until the
+// benchmark ends), so a boot that hangs in the lab shows. Never inside a
+// sub-benchmark: its result line is printed around its run, and a line
+// in between would break it for the report.
 func progress(b *testing.B, format string, a ...any) {
 	fmt.Printf("cycle: %s %s: %s\n", time.Now().Format("15:04:05.000"), b.Name(), fmt.Sprintf(format, a...))
 }

@@ -31,12 +31,20 @@ const (
 	kvmCreateIRQChip = 0xAE60
 )
 
+// ioctl retries on EINTR: the Go runtime's own signals (preemption)
+// interrupt a KVM_CREATE_VM that waits on a lock.
 func ioctl(fd int, req, arg uintptr) (int, error) {
-	r, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), req, arg)
-	if errno != 0 {
-		return -1, errno
+	for {
+		r, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), req, arg)
+		switch errno {
+		case 0:
+			return int(r), nil
+		case unix.EINTR:
+			continue
+		default:
+			return -1, errno
+		}
 	}
-	return int(r), nil
 }
 
 func main() {
