@@ -20,25 +20,8 @@ import (
 	"strings"
 
 	"github.com/pelletier/go-toml/v2"
-)
 
-// Mode says what the VM must survive, and so which memory it may use.
-type Mode string
-
-const (
-	// ModeNone: the VM lives as long as the VMM process.
-	ModeNone Mode = "none"
-	// ModeReboot: the VM survives a host kernel update (suspend to S3,
-	// kexec, resume). Guest RAM must outlive the host kernel.
-	ModeReboot Mode = "reboot"
-	// ModeRestart: the VM survives a restart of the VMM binary (exec with
-	// memory descriptors inherited). Guest RAM must outlive the process.
-	ModeRestart Mode = "restart"
-
-	// Whether each memory block's backing can honour the mode is decided
-	// by package pmem (pmem.Check), which looks at the backing itself:
-	// Validate does not judge it, so that `pmvm check` can show every
-	// block's class and verdict.
+	"github.com/pmvm/pmvm/pmem/memspec"
 )
 
 // ConsoleOutput is where the serial console (COM1) goes.
@@ -58,14 +41,18 @@ const (
 
 // VM is one virtual machine's configuration: the top level of the TOML file.
 type VM struct {
-	Name    string   `toml:"name"`
-	Mode    Mode     `toml:"mode"`  // required (Validate)
-	VCPUs   int      `toml:"vcpus"` // 1..MaxVCPUs
-	Boot    Boot     `toml:"boot"`
-	Memory  []Memory `toml:"memory"` // laid out in this order from guest-physical 0
-	Console Console  `toml:"console"`
-	Agent   Agent    `toml:"agent"`
-	Control Control  `toml:"control"`
+	Name string `toml:"name"`
+	// Mode says what the VM must survive; required (Validate). Whether each
+	// memory block's backing can honour it is decided by package pmem
+	// (pmem.Check), which looks at the backing itself: Validate does not
+	// judge it, so that `pmvm check` can show every block's class and verdict.
+	Mode    memspec.Mode `toml:"mode"`
+	VCPUs   int          `toml:"vcpus"` // 1..MaxVCPUs
+	Boot    Boot         `toml:"boot"`
+	Memory  []Memory     `toml:"memory"` // laid out in this order from guest-physical 0
+	Console Console      `toml:"console"`
+	Agent   Agent        `toml:"agent"`
+	Control Control      `toml:"control"`
 	// Limits are this VM's cgroup limits; each one left out (zero) is the
 	// host config's [limits] default.
 	Limits VMLimits `toml:"limits"`
@@ -198,13 +185,8 @@ func (v *VM) TotalMemory() uint64 {
 }
 
 // RunMode returns the mode. Validate requires one; a VM built in code
-// without one (tests) runs as ModeNone.
-func (v *VM) RunMode() Mode {
-	if v.Mode == "" {
-		return ModeNone
-	}
-	return v.Mode
-}
+// without one (tests) runs as memspec.ModeNone.
+func (v *VM) RunMode() memspec.Mode { return v.Mode.OrDefault() }
 
 // setDefaults fills the optional fields the TOML file left out (mode is
 // not optional).
@@ -313,7 +295,7 @@ var vmTypes = map[string]string{
 	"uint64":                "a whole number",
 	"bool":                  "true or false",
 	"configs.Size":          `a size (e.g. "512MiB" or a number of bytes)`,
-	"configs.Mode":          "a string",
+	"memspec.Mode":          "a string",
 	"configs.ConsoleOutput": "a string",
 	"[]configs.Memory":      "[[memory]] blocks",
 }

@@ -9,6 +9,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/pmvm/pmvm/pmem/memspec"
 )
 
 // Every file in configs/examples decodes strictly and validates: the
@@ -23,7 +25,7 @@ func TestExamplesLoad(t *testing.T) {
 			require.NoError(t, err)
 			require.NotEmpty(t, v.Name)
 			require.NotEmpty(t, v.Memory)
-			require.NotEqual(t, Mode(""), v.Mode, "defaults applied")
+			require.NotEqual(t, memspec.Mode(""), v.Mode, "defaults applied")
 			require.NotEqual(t, ConsoleOutput(""), v.Console.Output, "defaults applied")
 		})
 	}
@@ -35,7 +37,7 @@ func TestDemoExampleContent(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, &VM{
 		Name:  "demo",
-		Mode:  ModeNone,
+		Mode:  memspec.ModeNone,
 		VCPUs: 2,
 		Boot: Boot{
 			Kernel:  "/var/lib/pmvm/images/vmlinuz",
@@ -62,7 +64,7 @@ func TestDecodePreservedAcrossKexec(t *testing.T) {
 func TestDecodeDefaults(t *testing.T) {
 	v, err := Decode("d.toml", strings.NewReader(`name = "d"`))
 	require.NoError(t, err)
-	require.Equal(t, Mode(""), v.Mode)
+	require.Equal(t, memspec.Mode(""), v.Mode)
 	require.Equal(t, ConsoleStdout, v.Console.Output)
 }
 
@@ -77,7 +79,7 @@ func TestValidateRefusesMissingMode(t *testing.T) {
 	require.ErrorAs(t, err, &fe)
 	assert.Equal(t, "mode", fe.Field)
 	assert.Contains(t, err.Error(), `mode: missing; say what the guest must survive: mode = "reboot"`)
-	v.Mode = ModeNone
+	v.Mode = memspec.ModeNone
 	assert.NoError(t, v.Validate())
 }
 

@@ -4,6 +4,8 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+
+	"github.com/pmvm/pmvm/pmem/memspec"
 )
 
 // MachineSpec is the part of a config that defines the machine the guest
@@ -14,7 +16,7 @@ import (
 // separately, so a renamed device node holding the same memory still matches.
 type MachineSpec struct {
 	VCPUs  int           `json:"vcpus"`
-	Mode   Mode          `json:"mode"`
+	Mode   memspec.Mode  `json:"mode"`
 	Memory []MemoryShape `json:"memory"`
 }
 

@@ -4,10 +4,12 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+
+	"github.com/pmvm/pmvm/pmem/memspec"
 )
 
 func spec() MachineSpec {
-	return MachineSpec{VCPUs: 2, Mode: ModeReboot, Memory: []MemoryShape{{Name: "ram0", Size: Size(512 * MiB)}}}
+	return MachineSpec{VCPUs: 2, Mode: memspec.ModeReboot, Memory: []MemoryShape{{Name: "ram0", Size: Size(512 * MiB)}}}
 }
 
 // TestMachineDiffExplainsEachField proves every machine-defining difference
@@ -29,18 +31,18 @@ func TestMachineDiffExplainsEachField(t *testing.T) {
 
 	renamed := spec()
 	renamed.Memory[0].Name = "main"
-	renamed.Mode = ModeRestart
+	renamed.Mode = memspec.ModeRestart
 	assert.Equal(t, []string{
 		`mode: saved machine is "reboot", config is "restart"`,
 		`memory[0]: saved block is named "ram0", config names it "main"`,
 	}, spec().Diff(renamed))
-	assert.Len(t, renamed.Diff(MachineSpec{VCPUs: 2, Mode: ModeRestart}), 1)
+	assert.Len(t, renamed.Diff(MachineSpec{VCPUs: 2, Mode: memspec.ModeRestart}), 1)
 }
 
 // TestMachineIgnoresHostSideFields proves paths of sockets, logs, the kernel
 // and the command line do not change the fingerprint.
 func TestMachineIgnoresHostSideFields(t *testing.T) {
-	a := &VM{Name: "a", VCPUs: 2, Mode: ModeReboot, Memory: []Memory{{Name: "ram0", Size: Size(512 * MiB), Backing: "/dev/dax0.0"}}}
+	a := &VM{Name: "a", VCPUs: 2, Mode: memspec.ModeReboot, Memory: []Memory{{Name: "ram0", Size: Size(512 * MiB), Backing: "/dev/dax0.0"}}}
 	b := *a
 	b.Boot = Boot{Kernel: "/other/vmlinuz", Cmdline: "quiet"}
 	b.Control.Socket = "/run/other.sock"

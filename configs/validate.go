@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+
+	"github.com/pmvm/pmvm/pmem/memspec"
 )
 
 // Limits checked by Validate.
@@ -57,7 +59,7 @@ func (v *VM) Validate() error {
 	switch v.Mode {
 	case "":
 		bad("mode", "missing; say what the guest must survive: mode = \"reboot\" (a host kernel update: memory on device-dax or fsdax), \"restart\" (a pmvm restart) or \"none\" (nothing: it lives as long as its pmvm process)")
-	case ModeNone, ModeReboot, ModeRestart:
+	case memspec.ModeNone, memspec.ModeReboot, memspec.ModeRestart:
 	default:
 		bad("mode", "%q is not one of \"none\", \"reboot\", \"restart\"", v.Mode)
 	}

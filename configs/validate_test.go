@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/pmvm/pmvm/pmem/memspec"
 )
 
 // validVM is a config that passes Validate; each refusal test changes one
@@ -13,7 +15,7 @@ import (
 func validVM() *VM {
 	return &VM{
 		Name:  "demo",
-		Mode:  ModeNone,
+		Mode:  memspec.ModeNone,
 		VCPUs: 2,
 		Boot: Boot{
 			Kernel:  "/var/lib/pmvm/images/vmlinuz",
@@ -52,27 +54,27 @@ func TestValidateAccepts(t *testing.T) {
 		{"console discarded", func(v *VM) { v.Console.Output = ConsoleNone }},
 		{"a socket path of exactly 107 bytes", func(v *VM) { v.Agent.Socket = "/" + strings.Repeat("a", MaxSocketPath-1) }},
 		{"restart mode with memfd and a shared file", func(v *VM) {
-			v.Mode = ModeRestart
+			v.Mode = memspec.ModeRestart
 			v.Memory[0].Backing, v.Memory[0].Shared = BackingMemfd, true
 		}},
 		{"reboot mode with file backings", func(v *VM) {
-			v.Mode = ModeReboot
+			v.Mode = memspec.ModeReboot
 			v.Memory[0] = Memory{Name: "ram0", Size: Size(GiB), Backing: "/dev/dax0.0", Shared: true}
 		}},
 		{"a file may declare preserved_across_kexec (pmem accepts it on tmpfs only)", func(v *VM) {
-			v.Mode = ModeReboot
+			v.Mode = memspec.ModeReboot
 			v.Memory[0] = Memory{Name: "ram0", Size: Size(GiB), Backing: "/dev/dax0.0", Shared: true}
 			v.Memory[1].PreservedAcrossKexec = true
 		}},
 		// The mode is judged against each backing by pmem.Check (pmvm check,
 		// pmvm run), which names the block and its class; Validate leaves
 		// it alone, so that pmvm check can still print every block.
-		{"reboot mode with anonymous memory is pmem's to refuse", func(v *VM) { v.Mode = ModeReboot }},
+		{"reboot mode with anonymous memory is pmem's to refuse", func(v *VM) { v.Mode = memspec.ModeReboot }},
 		{"reboot mode with memfd is pmem's to refuse", func(v *VM) {
-			v.Mode = ModeReboot
+			v.Mode = memspec.ModeReboot
 			v.Memory[0].Backing, v.Memory[0].Shared = BackingMemfd, true
 		}},
-		{"restart mode with anonymous memory is pmem's to refuse", func(v *VM) { v.Mode = ModeRestart }},
+		{"restart mode with anonymous memory is pmem's to refuse", func(v *VM) { v.Mode = memspec.ModeRestart }},
 	} {
 		t.Run(tc.proves, func(t *testing.T) {
 			v := validVM()

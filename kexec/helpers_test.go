@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pmvm/pmvm/configs"
+	"github.com/pmvm/pmvm/pmem/memspec"
 	"github.com/pmvm/pmvm/state"
 	"github.com/pmvm/pmvm/vmm"
 )
@@ -173,7 +174,7 @@ func (f *fakeVM) handle(c net.Conn) {
 		if f.runstate == vmm.StateRunning {
 			tl.Mark("guest in S3")
 		}
-		sf := &state.File{Header: state.Header{Created: time.Now(), PMVMVersion: "fake", VMName: f.name, Mode: state.ModeReboot}}
+		sf := &state.File{Header: state.Header{Created: time.Now(), PMVMVersion: "fake", VMName: f.name, Mode: memspec.ModeReboot}}
 		if err := sf.AddJSON("machine", 1, map[string]string{"fake": f.name}); err != nil {
 			resp.Error = err.Error()
 			break

@@ -16,6 +16,7 @@ import (
 
 	"github.com/pmvm/pmvm/configs"
 	"github.com/pmvm/pmvm/pmem"
+	"github.com/pmvm/pmvm/pmem/memspec"
 	"github.com/pmvm/pmvm/vmm"
 )
 
@@ -62,7 +63,7 @@ type PlanVM struct {
 	Config    string
 	Control   string
 	RunState  string // as the VM reported it; "" when not running
-	Mode      string
+	Mode      memspec.Mode
 	VCPUs     int
 	Memory    uint64
 	Blocks    []pmem.BlockReport
@@ -167,7 +168,7 @@ func planVM(host *configs.Host, file string) PlanVM {
 		return v
 	}
 	v.cfg = cfg
-	v.Name, v.Control, v.Mode, v.VCPUs, v.Memory = cfg.Name, cfg.Control.Socket, string(cfg.RunMode()), cfg.VCPUs, cfg.TotalMemory()
+	v.Name, v.Control, v.Mode, v.VCPUs, v.Memory = cfg.Name, cfg.Control.Socket, cfg.RunMode(), cfg.VCPUs, cfg.TotalMemory()
 	v.StatePath = host.StatePath(cfg.Name)
 	v.Limits = LimitsFor(cfg, host.Limits)
 
@@ -196,12 +197,12 @@ func planVM(host *configs.Host, file string) PlanVM {
 	default:
 		reasons = append(reasons, fmt.Sprintf("it is %s; an update carries running or suspended VMs: wait and retry", resp.Status.RunState))
 	}
-	if cfg.RunMode() != configs.ModeReboot {
+	if cfg.RunMode() != memspec.ModeReboot {
 		reasons = append(reasons, fmt.Sprintf("its mode is %q: only mode \"reboot\" VMs survive a host kexec, this one's RAM would be lost (stop it first, or run it in mode \"reboot\" on memory that survives a kexec)", cfg.RunMode()))
 	}
 	rep, _ := pmem.Check(vmm.MemorySpecs(cfg)...)
 	v.Blocks = rep.Blocks
-	if cfg.RunMode() == configs.ModeReboot && !rep.OK {
+	if cfg.RunMode() == memspec.ModeReboot && !rep.OK {
 		for _, b := range rep.Blocks {
 			if !b.OK {
 				reasons = append(reasons, fmt.Sprintf("memory block %q (%s): %s", b.Block, b.Backing, b.Reason))

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/pmvm/pmvm/pmem/memspec"
 	"github.com/pmvm/pmvm/state"
 	"github.com/pmvm/pmvm/vmm"
 )
@@ -18,7 +19,7 @@ import (
 // writeState writes a reboot-mode state file for VM name at path.
 func writeState(t *testing.T, path, name string) {
 	t.Helper()
-	f := &state.File{Header: state.Header{Created: time.Now(), PMVMVersion: "test", VMName: name, Mode: state.ModeReboot}}
+	f := &state.File{Header: state.Header{Created: time.Now(), PMVMVersion: "test", VMName: name, Mode: memspec.ModeReboot}}
 	require.NoError(t, f.AddJSON("machine", 1, map[string]string{"vm": name}))
 	require.NoError(t, state.WriteFile(path, f))
 }

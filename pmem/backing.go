@@ -7,6 +7,8 @@ import (
 	"os"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/pmvm/pmvm/pmem/memspec"
 )
 
 const protRW = unix.PROT_READ | unix.PROT_WRITE
@@ -124,7 +126,7 @@ func mapBacking(spec Spec, b *Backing, f *os.File) ([]byte, uintptr, error) {
 		if !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.EINVAL) {
 			return nil, 0, spec.errorf("mmap %s MAP_SHARED_VALIDATE|MAP_SYNC: %w", formatSize(spec.Size), err)
 		}
-		if spec.Mode.orDefault() == ModeReboot {
+		if spec.Mode.OrDefault() == memspec.ModeReboot {
 			return nil, 0, spec.refuse(ErrModeRefused, "the filesystem refuses MAP_SYNC (%v), so guest writes could be lost at a kexec (the file's block allocation may not be committed yet); mode reboot needs it: use a device-dax namespace, or a filesystem that supports MAP_SYNC (ext4 or xfs mounted -o dax=always on persistent memory)", err)
 		}
 	}

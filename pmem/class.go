@@ -3,42 +3,18 @@ package pmem
 import (
 	"errors"
 	"fmt"
+
+	"github.com/pmvm/pmvm/pmem/memspec"
 )
-
-// Mode is what the VM must survive. It mirrors configs.Mode (pmem imports
-// nothing of ours): convert with pmem.Mode(cfg.RunMode()).
-type Mode string
-
-const (
-	ModeNone    Mode = "none"    // the VM lives as long as the VMM process
-	ModeRestart Mode = "restart" // the VM survives a restart of the VMM binary
-	ModeReboot  Mode = "reboot"  // the VM survives a host kernel update (kexec)
-)
-
-// orDefault returns the mode with the default ("" means none) applied.
-func (m Mode) orDefault() Mode {
-	if m == "" {
-		return ModeNone
-	}
-	return m
-}
-
-func (m Mode) valid() bool {
-	switch m.orDefault() {
-	case ModeNone, ModeRestart, ModeReboot:
-		return true
-	}
-	return false
-}
 
 // Needs is the least class of memory the mode accepts: reboot needs
 // SurvivesKexec, restart needs SurvivesRestart (or better), none accepts
 // anything.
-func (m Mode) Needs() Class {
-	switch m.orDefault() {
-	case ModeReboot:
+func Needs(mode memspec.Mode) Class {
+	switch mode.OrDefault() {
+	case memspec.ModeReboot:
 		return SurvivesKexec
-	case ModeRestart:
+	case memspec.ModeRestart:
 		return SurvivesRestart
 	default:
 		return Volatile
@@ -98,18 +74,18 @@ func (c Class) phrase() string {
 var ErrModeRefused = errors.New("memory backing cannot honour the VM's mode")
 
 // Allows reports whether mode accepts memory of class c.
-func Allows(mode Mode, c Class) bool { return c.AtLeast(mode.Needs()) }
+func Allows(mode memspec.Mode, c Class) bool { return c.AtLeast(Needs(mode)) }
 
 // modeVerdict returns "" when b honours mode, or why not and what to use
 // instead (without the block prefix).
-func modeVerdict(mode Mode, b *Backing) string {
-	mode = mode.orDefault()
+func modeVerdict(mode memspec.Mode, b *Backing) string {
+	mode = mode.OrDefault()
 	if Allows(mode, b.Class) {
 		return ""
 	}
 	var need, instead string
 	switch mode {
-	case ModeReboot:
+	case memspec.ModeReboot:
 		need = "mode reboot needs memory that survives a host kexec"
 		instead = "use a device-dax namespace (/dev/daxX.Y, ndctl create-namespace -m devdax) or a file on a DAX filesystem on persistent memory (mount -o dax=always)"
 		switch b.Kind {
@@ -122,7 +98,7 @@ func modeVerdict(mode Mode, b *Backing) string {
 		case KindFsDax:
 			need += fmt.Sprintf(" (this file is on a DAX filesystem, but %s)", b.daxWhyNot)
 		}
-	case ModeRestart:
+	case memspec.ModeRestart:
 		need = "mode restart needs memory that outlives the VMM process"
 		instead = `use backing = "memfd", a shared file on /dev/shm or another tmpfs (create = true), a hugetlbfs file, or persistent memory`
 		if b.Kind == KindAnonymous {

@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/pmvm/pmvm/pmem/memspec"
 )
 
 // The whole verdict table: reboot needs SurvivesKexec, restart needs
@@ -12,45 +14,45 @@ import (
 // satisfies nothing but none.
 func TestModeVerdictTable(t *testing.T) {
 	classes := []Class{Volatile, SurvivesRestart, SurvivesKexec}
-	want := map[Mode][]bool{
-		ModeNone:    {true, true, true},
-		"":          {true, true, true},
-		ModeRestart: {false, true, true},
-		ModeReboot:  {false, false, true},
+	want := map[memspec.Mode][]bool{
+		memspec.ModeNone:    {true, true, true},
+		"":                  {true, true, true},
+		memspec.ModeRestart: {false, true, true},
+		memspec.ModeReboot:  {false, false, true},
 	}
 	for mode, oks := range want {
 		for i, c := range classes {
 			require.Equal(t, oks[i], Allows(mode, c), "mode %q class %s", mode, c)
 		}
 	}
-	require.False(t, Allows(ModeRestart, ""), "unknown class")
-	require.Equal(t, SurvivesKexec, ModeReboot.Needs())
-	require.Equal(t, SurvivesRestart, ModeRestart.Needs())
-	require.Equal(t, Volatile, Mode("").Needs())
+	require.False(t, Allows(memspec.ModeRestart, ""), "unknown class")
+	require.Equal(t, SurvivesKexec, Needs(memspec.ModeReboot))
+	require.Equal(t, SurvivesRestart, Needs(memspec.ModeRestart))
+	require.Equal(t, Volatile, Needs(""))
 }
 
 // Each refusal says what the memory survives, what the mode needs, and
 // what to use instead, with hints fitted to the kind of backing.
 func TestModeVerdictMessages(t *testing.T) {
 	for _, tc := range []struct {
-		mode Mode
+		mode memspec.Mode
 		b    Backing
 		want []string
 	}{
-		{ModeReboot, Backing{Identity: Identity{Kind: KindAnonymous}, Class: Volatile}, []string{
+		{memspec.ModeReboot, Backing{Identity: Identity{Kind: KindAnonymous}, Class: Volatile}, []string{
 			"is volatile: mode reboot needs memory that survives a host kexec; use a device-dax namespace (/dev/daxX.Y",
 			"or a file on a DAX filesystem",
 		}},
-		{ModeReboot, Backing{Identity: Identity{Kind: KindTmpfs}, Class: SurvivesRestart}, []string{
+		{memspec.ModeReboot, Backing{Identity: Identity{Kind: KindTmpfs}, Class: SurvivesRestart}, []string{
 			"survives a VMM restart but not a host kexec: mode reboot needs",
 			"preserved_across_kexec = true",
 		}},
-		{ModeReboot, Backing{Identity: Identity{Kind: KindHugetlbfs}, Class: SurvivesRestart}, []string{"hugetlbfs pages are freed by a kexec"}},
-		{ModeReboot, Backing{Identity: Identity{Kind: KindFile}, Class: SurvivesRestart}, []string{"page cache"}},
-		{ModeReboot, Backing{Identity: Identity{Kind: KindFsDax}, Class: SurvivesRestart, daxWhyNot: "its device vda is not persistent memory"}, []string{
+		{memspec.ModeReboot, Backing{Identity: Identity{Kind: KindHugetlbfs}, Class: SurvivesRestart}, []string{"hugetlbfs pages are freed by a kexec"}},
+		{memspec.ModeReboot, Backing{Identity: Identity{Kind: KindFile}, Class: SurvivesRestart}, []string{"page cache"}},
+		{memspec.ModeReboot, Backing{Identity: Identity{Kind: KindFsDax}, Class: SurvivesRestart, daxWhyNot: "its device vda is not persistent memory"}, []string{
 			"on a DAX filesystem, but its device vda is not persistent memory",
 		}},
-		{ModeRestart, Backing{Identity: Identity{Kind: KindAnonymous}, Class: Volatile}, []string{
+		{memspec.ModeRestart, Backing{Identity: Identity{Kind: KindAnonymous}, Class: Volatile}, []string{
 			"is volatile: mode restart needs memory that outlives the VMM process (anonymous memory dies with the process, shared or not); use backing = \"memfd\"",
 		}},
 	} {
@@ -59,8 +61,8 @@ func TestModeVerdictMessages(t *testing.T) {
 			require.Contains(t, got, w, "%s %s", tc.mode, tc.b.Kind)
 		}
 	}
-	require.Empty(t, modeVerdict(ModeReboot, &Backing{Class: SurvivesKexec}))
-	require.Empty(t, modeVerdict(ModeNone, &Backing{Class: Volatile}))
+	require.Empty(t, modeVerdict(memspec.ModeReboot, &Backing{Class: SurvivesKexec}))
+	require.Empty(t, modeVerdict(memspec.ModeNone, &Backing{Class: Volatile}))
 }
 
 func TestClassJSON(t *testing.T) {

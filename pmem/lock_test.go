@@ -14,6 +14,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/pmvm/pmvm/pmem/memspec"
 )
 
 // Environment of the lock-holder helper process.
@@ -31,7 +33,7 @@ func TestHelperLockHolder(t *testing.T) {
 	if path == "" {
 		return // run directly: nothing to do
 	}
-	r, err := Open(Spec{Name: "ram0", Size: 2 * mib, Backing: path, Shared: true, Mode: ModeRestart,
+	r, err := Open(Spec{Name: "ram0", Size: 2 * mib, Backing: path, Shared: true, Mode: memspec.ModeRestart,
 		VM: "holder-vm", LockDir: os.Getenv(envLockDir)})
 	if err != nil {
 		fmt.Printf("ERROR %v\n", err)
@@ -113,7 +115,7 @@ func TestLockRefusesSecondProcess(t *testing.T) {
 	path := filepath.Join(dir, "ram0")
 	writeFile(t, path, 2*mib)
 	lockDir := t.TempDir()
-	spec := Spec{Name: "ram0", Size: 2 * mib, Backing: path, Shared: true, Mode: ModeRestart, VM: "second", LockDir: lockDir}
+	spec := Spec{Name: "ram0", Size: 2 * mib, Backing: path, Shared: true, Mode: memspec.ModeRestart, VM: "second", LockDir: lockDir}
 
 	h := startHolder(t, path, lockDir)
 	require.NotEqual(t, os.Getpid(), h.pid)

@@ -8,6 +8,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/pmvm/pmvm/pmem/memspec"
 )
 
 // A mountinfo as Linux 6.1 writes it, with the cases that matter: ext4 on
@@ -200,7 +202,7 @@ func TestClassifyFsDax(t *testing.T) {
 				require.Contains(t, strings.Join(b.Notes, "; "), tc.noteMatch)
 			}
 			if tc.kind == KindFsDax && tc.class != SurvivesKexec {
-				require.Contains(t, modeVerdict(ModeReboot, b), "not persistent memory")
+				require.Contains(t, modeVerdict(memspec.ModeReboot, b), "not persistent memory")
 			}
 		})
 	}
@@ -217,7 +219,7 @@ func TestStatxRealFileNotDAX(t *testing.T) {
 	require.NotZero(t, stx.Attributes_mask&unix.STATX_ATTR_DAX, "kernel reports STATX_ATTR_DAX support (5.8+)")
 	require.Zero(t, stx.Attributes&unix.STATX_ATTR_DAX, "a file on %s is not DAX", path)
 
-	spec := Spec{Name: "ram0", Size: 2 * mib, Backing: path, Shared: true, Mode: ModeReboot}
+	spec := Spec{Name: "ram0", Size: 2 * mib, Backing: path, Shared: true, Mode: memspec.ModeReboot}
 	b, err := Probe(spec)
 	require.NoError(t, err)
 	require.NotEqual(t, KindFsDax, b.Kind)

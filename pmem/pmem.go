@@ -20,6 +20,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+
+	"github.com/pmvm/pmvm/pmem/memspec"
 )
 
 // Kind is what backs a Region.
@@ -60,8 +62,8 @@ type Spec struct {
 	Shared  bool   // MAP_SHARED; required for memfd and path backings
 	Create  bool   // create a missing file (file backings only); never truncates
 	// Mode is what the VM must survive; Open and Check refuse a backing of
-	// a lesser class. "" means ModeNone.
-	Mode Mode
+	// a lesser class. "" means memspec.ModeNone.
+	Mode memspec.Mode
 	// PreservedAcrossKexec is the config's explicit opt-in that this tmpfs
 	// or /dev/shm file survives a host kexec (PKRAM, Live Update memfd
 	// preservation). Refused on any other kind of backing.
@@ -264,7 +266,7 @@ func (s *Spec) check() error {
 		return s.errorf("size %s is not a multiple of %s", formatSize(s.Size), formatSize(DefaultAlign))
 	case s.Size > math.MaxInt64/2:
 		return s.errorf("size %s is too large", formatSize(s.Size))
-	case !s.Mode.valid():
+	case !s.Mode.Valid():
 		return s.errorf("mode %q is not one of \"none\", \"restart\", \"reboot\"", s.Mode)
 	}
 	switch s.kind() {

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/pmvm/pmvm/pmem/memspec"
 )
 
 // Identity names a backing so that a later run (after a VMM restart or a
@@ -421,9 +423,9 @@ func Verdicts(specs ...Spec) (Report, error) {
 }
 
 func check(notes bool, specs []Spec) (Report, error) {
-	rep := Report{Mode: ModeNone, OK: true, Blocks: []BlockReport{}}
+	rep := Report{Mode: memspec.ModeNone, OK: true, Blocks: []BlockReport{}}
 	if len(specs) > 0 {
-		rep.Mode = specs[0].Mode.orDefault()
+		rep.Mode = specs[0].Mode.OrDefault()
 	}
 	var errs []error
 	for _, spec := range specs {
@@ -463,7 +465,7 @@ func checkOne(spec Spec, notes bool) (BlockReport, error) {
 
 // Report is the verdict of Check on every memory block of a VM.
 type Report struct {
-	Mode   Mode          `json:"mode"`
+	Mode   memspec.Mode  `json:"mode"`
 	OK     bool          `json:"ok"` // every block accepted
 	Blocks []BlockReport `json:"blocks"`
 }

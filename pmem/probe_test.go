@@ -11,6 +11,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/pmvm/pmvm/pmem/memspec"
 )
 
 // Anonymous memory, shared or not, is volatile: accepted by mode none,
@@ -24,19 +26,19 @@ func TestAnonymousClassified(t *testing.T) {
 		require.Equal(t, Volatile, b.Class)
 		require.Equal(t, Identity{Kind: KindAnonymous, Size: 4 * mib, Align: DefaultAlign}, b.Identity)
 
-		spec.Mode = ModeReboot
+		spec.Mode = memspec.ModeReboot
 		r, err := Open(spec)
 		require.Nil(t, r)
 		require.ErrorIs(t, err, ErrModeRefused)
 		require.EqualError(t, err, `memory block "ram0" (anonymous) is volatile: mode reboot needs memory that survives a host kexec; use a device-dax namespace (/dev/daxX.Y, ndctl create-namespace -m devdax) or a file on a DAX filesystem on persistent memory (mount -o dax=always)`)
 
-		spec.Mode = ModeRestart
+		spec.Mode = memspec.ModeRestart
 		_, err = Open(spec)
 		require.ErrorIs(t, err, ErrModeRefused)
 		require.ErrorContains(t, err, `memory block "ram0" (anonymous) is volatile: mode restart needs memory that outlives the VMM process`)
 		require.ErrorContains(t, err, `use backing = "memfd"`)
 
-		spec.Mode = ModeNone
+		spec.Mode = memspec.ModeNone
 		r, err = Open(spec)
 		require.NoError(t, err)
 		require.Equal(t, Volatile, r.Class)
@@ -48,7 +50,7 @@ func TestAnonymousClassified(t *testing.T) {
 // A memfd survives a restart (when its descriptor is inherited), not a
 // kexec; its identity is the memfd's inode.
 func TestMemfdClassified(t *testing.T) {
-	spec := Spec{Name: "ram1", Size: 2 * mib, Backing: BackingMemfd, Shared: true, Mode: ModeRestart}
+	spec := Spec{Name: "ram1", Size: 2 * mib, Backing: BackingMemfd, Shared: true, Mode: memspec.ModeRestart}
 	r, err := Open(spec)
 	require.NoError(t, err)
 	defer r.Close()
@@ -57,7 +59,7 @@ func TestMemfdClassified(t *testing.T) {
 	require.Equal(t, st.Ino, r.Identity().Ino)
 	require.Equal(t, st.Dev, r.Identity().Dev)
 
-	spec.Mode = ModeReboot
+	spec.Mode = memspec.ModeReboot
 	_, err = Open(spec)
 	require.ErrorIs(t, err, ErrModeRefused)
 	require.ErrorContains(t, err, `memory block "ram1" (memfd) survives a VMM restart but not a host kexec: mode reboot needs`)
@@ -81,7 +83,7 @@ func fileStatFd(t *testing.T, f *os.File) unix.Stat_t {
 func TestTmpfsOwnMount(t *testing.T) {
 	dir := mountFS(t, "tmpfs", "size=64m,mode=0700")
 	path := filepath.Join(dir, "ram0")
-	spec := Spec{Name: "ram0", Size: 4 * mib, Backing: path, Shared: true, Create: true, Mode: ModeRestart, VM: "t"}
+	spec := Spec{Name: "ram0", Size: 4 * mib, Backing: path, Shared: true, Create: true, Mode: memspec.ModeRestart, VM: "t"}
 
 	rep, err := Check(spec)
 	require.NoError(t, err)
@@ -92,7 +94,7 @@ func TestTmpfsOwnMount(t *testing.T) {
 	require.Contains(t, strings.Join(br.Notes, "; "), "does not exist yet")
 	require.NoFileExists(t, path, "Check creates nothing")
 
-	spec.Mode = ModeReboot
+	spec.Mode = memspec.ModeReboot
 	rep, err = Check(spec)
 	require.ErrorIs(t, err, ErrModeRefused)
 	require.False(t, rep.OK)
@@ -147,7 +149,7 @@ func TestHugetlbfs(t *testing.T) {
 	reserveHugePages(t, 4)
 	dir := mountFS(t, "hugetlbfs", "pagesize=2M,mode=0700")
 	path := filepath.Join(dir, "ram0")
-	spec := Spec{Name: "ram0", Size: 4 * mib, Backing: path, Shared: true, Create: true, Mode: ModeRestart}
+	spec := Spec{Name: "ram0", Size: 4 * mib, Backing: path, Shared: true, Create: true, Mode: memspec.ModeRestart}
 
 	b, err := Probe(spec)
 	require.NoError(t, err)
@@ -158,7 +160,7 @@ func TestHugetlbfs(t *testing.T) {
 	require.NoFileExists(t, path)
 
 	reboot := spec
-	reboot.Mode = ModeReboot
+	reboot.Mode = memspec.ModeReboot
 	_, err = Open(reboot)
 	require.ErrorIs(t, err, ErrModeRefused)
 	require.ErrorContains(t, err, `memory block "ram0" (`+path+`) survives a VMM restart but not a host kexec: mode reboot needs memory that survives a host kexec (hugetlbfs pages are freed by a kexec)`)
@@ -226,15 +228,15 @@ func TestCheckReportsEveryBlock(t *testing.T) {
 	sized := filepath.Join(dir, "small")
 	writeFile(t, sized, 2*mib)
 	specs := []Spec{
-		{Name: "ram0", Size: 4 * mib, Backing: BackingAnonymous, Mode: ModeRestart},
-		{Name: "ram1", Size: 2 * mib, Backing: BackingMemfd, Shared: true, Mode: ModeRestart},
-		{Name: "ram2", Size: 4 * mib, Backing: sized, Shared: true, Mode: ModeRestart},
-		{Name: "ram3", Size: 2 * mib, Backing: filepath.Join(dir, "missing"), Shared: true, Mode: ModeRestart},
+		{Name: "ram0", Size: 4 * mib, Backing: BackingAnonymous, Mode: memspec.ModeRestart},
+		{Name: "ram1", Size: 2 * mib, Backing: BackingMemfd, Shared: true, Mode: memspec.ModeRestart},
+		{Name: "ram2", Size: 4 * mib, Backing: sized, Shared: true, Mode: memspec.ModeRestart},
+		{Name: "ram3", Size: 2 * mib, Backing: filepath.Join(dir, "missing"), Shared: true, Mode: memspec.ModeRestart},
 	}
 	rep, err := Check(specs...)
 	require.Error(t, err)
 	require.False(t, rep.OK)
-	require.Equal(t, ModeRestart, rep.Mode)
+	require.Equal(t, memspec.ModeRestart, rep.Mode)
 	require.Len(t, rep.Blocks, 4)
 	var names []string
 	for _, b := range rep.Blocks {

@@ -8,6 +8,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/pmvm/pmvm/pmem/memspec"
 )
 
 const testUUID = "4a3e6b7c-1d2f-4e5a-9b8c-7d6e5f4a3b2c"
@@ -131,7 +133,7 @@ func TestProbeDevDaxFakeSysfs(t *testing.T) {
 	maj, min := unix.Major(st.Rdev), unix.Minor(st.Rdev)
 	h := &host{sys: daxTree{maj: maj, min: min, size: "264241152", align: "2097152", uuid: testUUID, namespace: "namespace0.0"}.build(t),
 		proc: "/proc", mountinfo: "/proc/self/mountinfo", locks: "/proc/locks"}
-	spec := Spec{Name: "ram0", Size: 128 * mib, Backing: "/dev/null", Shared: true, Mode: ModeReboot, host: h}
+	spec := Spec{Name: "ram0", Size: 128 * mib, Backing: "/dev/null", Shared: true, Mode: memspec.ModeReboot, host: h}
 
 	b, err := Probe(spec)
 	require.NoError(t, err)
@@ -145,7 +147,7 @@ func TestProbeDevDaxFakeSysfs(t *testing.T) {
 	rep, err := Check(spec)
 	require.NoError(t, err)
 	require.True(t, rep.OK)
-	require.Equal(t, ModeReboot, rep.Mode)
+	require.Equal(t, memspec.ModeReboot, rep.Mode)
 	require.Equal(t, KindDevDax, rep.Blocks[0].Kind)
 	require.Equal(t, testUUID, rep.Blocks[0].Identity.DaxUUID)
 

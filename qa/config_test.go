@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/pmvm/pmvm/configs"
+	"github.com/pmvm/pmvm/pmem/memspec"
 	"github.com/pmvm/pmvm/qa/lab"
 )
 
@@ -44,7 +45,7 @@ func TestLabPMConfigs(t *testing.T) {
 	if err := v.Validate(); err != nil {
 		t.Errorf("dax config: %v\n%s", err, text)
 	}
-	if v.RunMode() != configs.ModeReboot || v.Memory[0].Backing != "/dev/dax0.0" || uint64(v.Memory[0].Size) != 262144000 || !v.Memory[0].Shared {
+	if v.RunMode() != memspec.ModeReboot || v.Memory[0].Backing != "/dev/dax0.0" || uint64(v.Memory[0].Size) != 262144000 || !v.Memory[0].Shared {
 		t.Errorf("decoded %+v", v)
 	}
 	anon := lab.AnonRebootConfig()
@@ -52,7 +53,7 @@ func TestLabPMConfigs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v.RunMode() != configs.ModeReboot || v.Memory[0].Name != "ram0" || v.Memory[0].Backing != "anonymous" {
+	if v.RunMode() != memspec.ModeReboot || v.Memory[0].Name != "ram0" || v.Memory[0].Backing != "anonymous" {
 		t.Errorf("decoded %+v", v)
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"io"
 	"strings"
 	"time"
+
+	"github.com/pmvm/pmvm/pmem/memspec"
 )
 
 // Summary is the machine-readable description of a file (pmvm state
@@ -17,7 +19,7 @@ type Summary struct {
 	Created           time.Time        `json:"created"`
 	PMVMVersion       string           `json:"pmvm_version"`
 	VMName            string           `json:"vm_name"`
-	Mode              Mode             `json:"mode"`
+	Mode              memspec.Mode     `json:"mode"`
 	ConfigFingerprint string           `json:"config_fingerprint"` // hex SHA-256
 	Sections          []SectionSummary `json:"sections"`
 }
@@ -66,7 +68,7 @@ func (f *File) Describe(w io.Writer) {
 	fmt.Fprintf(w, "pmvm version: %s\n", h.PMVMVersion)
 	fmt.Fprintf(w, "vm name:      %s\n", h.VMName)
 	mode := string(h.Mode)
-	if !h.Mode.Known() {
+	if !h.Mode.CarriedByStateFile() {
 		mode += " (unknown to this pmvm)"
 	}
 	fmt.Fprintf(w, "mode:         %s\n", mode)

@@ -9,6 +9,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/pmvm/pmvm/pmem/memspec"
 )
 
 // TestDescribe proves the human-readable form shows every header field and
@@ -48,7 +50,7 @@ func TestDescribe(t *testing.T) {
 // TestDescribeCapsLongPayloads proves a huge JSON record does not flood the
 // terminal: its pretty-print stops after a fixed number of lines.
 func TestDescribeCapsLongPayloads(t *testing.T) {
-	f := &File{Header: Header{VMName: "x", Mode: ModeRestart}}
+	f := &File{Header: Header{VMName: "x", Mode: memspec.ModeRestart}}
 	big := map[string]int{}
 	for i := range 500 {
 		big[fmt.Sprintf("msr_%04x", i)] = i
@@ -71,7 +73,7 @@ func TestSummaryJSON(t *testing.T) {
 	require.NoError(t, json.Unmarshal(b, &s))
 	assert.Equal(t, "1.0", s.Format)
 	assert.Equal(t, "demo", s.VMName)
-	assert.Equal(t, ModeReboot, s.Mode)
+	assert.Equal(t, memspec.ModeReboot, s.Mode)
 	assert.True(t, s.Created.Equal(f.Header.Created))
 	assert.Equal(t, "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf", s.ConfigFingerprint)
 	require.Len(t, s.Sections, len(f.Sections))

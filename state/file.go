@@ -8,20 +8,9 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/pmvm/pmvm/pmem/memspec"
 )
-
-// Mode is how the VM is being carried over: "reboot" (host kexec, guest in
-// S3) or "restart" (only the VMM binary is replaced, guest paused).
-type Mode string
-
-const (
-	ModeReboot  Mode = "reboot"
-	ModeRestart Mode = "restart"
-)
-
-// Known reports whether this pmvm knows how to resume a file of mode m. The
-// container reads any well-formed mode; a restorer refuses unknown ones.
-func (m Mode) Known() bool { return m == ModeReboot || m == ModeRestart }
 
 // Version is a state file format version.
 type Version struct {
@@ -42,8 +31,9 @@ type Header struct {
 	PMVMVersion string
 	// VMName is the config's name.
 	VMName string
-	// Mode is reboot or restart.
-	Mode Mode
+	// Mode is how the VM is being carried over: reboot (host kexec, guest
+	// in S3) or restart (only the VMM binary is replaced, guest paused).
+	Mode memspec.Mode
 	// ConfigFingerprint is the SHA-256 fingerprint of the config the VM ran
 	// with (computed by package configs); a resume compares it.
 	ConfigFingerprint [32]byte
@@ -196,7 +186,7 @@ func checkHeaderString(field, s string, required bool) string {
 
 // checkMode accepts any lower-case word so that a newer pmvm's mode is still
 // readable (and refused by the restorer, not the container).
-func checkMode(m Mode) string {
+func checkMode(m memspec.Mode) string {
 	if m == "" {
 		return "mode is empty (want \"reboot\" or \"restart\")"
 	}

@@ -6,6 +6,8 @@ import (
 	"encoding/binary"
 	"hash/crc32"
 	"time"
+
+	"github.com/pmvm/pmvm/pmem/memspec"
 )
 
 // The current format version. Bump the minor when adding sections or
@@ -209,7 +211,7 @@ func (f *File) decodeHeader(r *reader) error {
 		}
 		strs[i] = string(s)
 	}
-	h.PMVMVersion, h.VMName, h.Mode = strs[0], strs[1], Mode(strs[2])
+	h.PMVMVersion, h.VMName, h.Mode = strs[0], strs[1], memspec.Mode(strs[2])
 	if msg := h.check(); msg != "" {
 		return errMalformed(start, "%s", msg)
 	}

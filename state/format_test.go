@@ -13,6 +13,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/pmvm/pmvm/pmem/memspec"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/golden-1.0.pmvmstate")
@@ -35,11 +37,11 @@ func TestRoundTrip(t *testing.T) {
 // sections, an empty pmvm version, a maximal name, a 1 MiB payload.
 func TestRoundTripEdgeValues(t *testing.T) {
 	cases := map[string]*File{
-		"zero time, no sections, empty version": {Header: Header{VMName: "x", Mode: ModeRestart}},
-		"pre-1970 time": {Header: Header{VMName: "x", Mode: ModeReboot,
+		"zero time, no sections, empty version": {Header: Header{VMName: "x", Mode: memspec.ModeRestart}},
+		"pre-1970 time": {Header: Header{VMName: "x", Mode: memspec.ModeReboot,
 			Created: time.Date(1901, 1, 1, 0, 0, 0, 1, time.UTC)}},
 		"long name and big payload": func() *File {
-			f := &File{Header: Header{VMName: strings.Repeat("n", MaxHeaderString), Mode: ModeReboot}}
+			f := &File{Header: Header{VMName: strings.Repeat("n", MaxHeaderString), Mode: memspec.ModeReboot}}
 			require.NoError(t, f.Add(strings.Repeat("a", MaxNameLen), ^uint32(0), bytes.Repeat([]byte{0xff}, 1<<20)))
 			return f
 		}(),
@@ -70,7 +72,7 @@ func TestDecodeDoesNotAliasInput(t *testing.T) {
 // value, is refused with the section's name.
 func TestJSONSection(t *testing.T) {
 	in := uartRecord{IER: 0x0f, LCR: 0x03, SCR: 0x5a, DLL: 12, RX: []byte{0, 1, 2}}
-	f := &File{Header: Header{VMName: "demo", Mode: ModeReboot}}
+	f := &File{Header: Header{VMName: "demo", Mode: memspec.ModeReboot}}
 	require.NoError(t, f.AddJSON("uart@0x3f8", 2, in))
 	got, err := Decode(encode(t, f), 0)
 	require.NoError(t, err)
@@ -123,7 +125,7 @@ func TestSectionNames(t *testing.T) {
 // TestEncodeRefuses proves Encode re-validates what the exported fields let
 // a caller set directly, and refuses a file too big to read back.
 func TestEncodeRefuses(t *testing.T) {
-	ok := func() *File { return &File{Header: Header{VMName: "demo", Mode: ModeReboot}} }
+	ok := func() *File { return &File{Header: Header{VMName: "demo", Mode: memspec.ModeReboot}} }
 	cases := []struct {
 		name string
 		edit func(f *File)

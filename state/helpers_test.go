@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/pmvm/pmvm/pmem/memspec"
 )
 
 type uartRecord struct {
@@ -31,7 +33,7 @@ func sampleFile(t testing.TB) *File {
 		Created:     time.Date(2026, 3, 14, 15, 9, 26, 535897932, time.UTC),
 		PMVMVersion: "v0.4.0-test",
 		VMName:      "demo",
-		Mode:        ModeReboot,
+		Mode:        memspec.ModeReboot,
 	}}
 	for i := range f.Header.ConfigFingerprint {
 		f.Header.ConfigFingerprint[i] = byte(0xa0 + i)

@@ -15,6 +15,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/pmvm/pmvm/pmem/memspec"
 )
 
 // killWriterEnv names the target file when the test binary runs as the
@@ -35,7 +37,7 @@ func TestMain(m *testing.M) {
 
 // killVersion is one of the two distinguishable files the writer alternates.
 func killVersion(which byte) *File {
-	f := &File{Header: Header{VMName: "version-" + string(which), Mode: ModeReboot, Created: time.Unix(1, 0).UTC()}}
+	f := &File{Header: Header{VMName: "version-" + string(which), Mode: memspec.ModeReboot, Created: time.Unix(1, 0).UTC()}}
 	if err := f.Add("memory/ram0", 1, bytes.Repeat([]byte{which}, killPayloadSize)); err != nil {
 		panic(err)
 	}

@@ -242,7 +242,7 @@ func MemorySpecs(cfg *configs.VM) []pmem.Spec {
 	specs := make([]pmem.Spec, len(cfg.Memory))
 	for i, b := range cfg.Memory {
 		specs[i] = pmem.Spec{Name: b.Name, Size: b.Size.Bytes(), Backing: b.Backing, Shared: b.Shared, Create: b.Create,
-			Mode: pmem.Mode(cfg.RunMode()), PreservedAcrossKexec: b.PreservedAcrossKexec, VM: cfg.Name}
+			Mode: cfg.RunMode(), PreservedAcrossKexec: b.PreservedAcrossKexec, VM: cfg.Name}
 	}
 	return specs
 }

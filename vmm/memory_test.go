@@ -11,6 +11,7 @@ import (
 
 	"github.com/pmvm/pmvm/configs"
 	"github.com/pmvm/pmvm/pmem"
+	"github.com/pmvm/pmvm/pmem/memspec"
 	"github.com/pmvm/pmvm/state"
 	"github.com/pmvm/pmvm/vmm/x86"
 )
@@ -53,7 +54,7 @@ func TestRAMLayoutDiffCatchesTheOldPackedLayout(t *testing.T) {
 // same, nothing else would catch it).
 func TestCheckIncomingComparesTheRAMLayout(t *testing.T) {
 	dir := t.TempDir()
-	cfg := &configs.VM{Name: "vm", VCPUs: 1, Mode: configs.ModeReboot}
+	cfg := &configs.VM{Name: "vm", VCPUs: 1, Mode: memspec.ModeReboot}
 	for _, b := range []struct {
 		name string
 		size uint64
@@ -77,7 +78,7 @@ func TestCheckIncomingComparesTheRAMLayout(t *testing.T) {
 
 	write := func(ram []x86.RAMRange) string {
 		f := &state.File{Header: state.Header{Created: time.Now(), PMVMVersion: "test", VMName: cfg.Name,
-			Mode: state.ModeReboot, ConfigFingerprint: cfg.Machine().Fingerprint()}}
+			Mode: memspec.ModeReboot, ConfigFingerprint: cfg.Machine().Fingerprint()}}
 		require.NoError(t, f.AddJSON(secMachine, recordVersion, machineRecord{Platform: Platform, Spec: cfg.Machine(), RAM: ram, RunState: StateSuspended}))
 		for i, m := range cfg.Memory {
 			require.NoError(t, f.AddJSON(memorySection(m.Name), recordVersion, ids[i]))

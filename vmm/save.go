@@ -12,6 +12,7 @@ import (
 
 	"github.com/pmvm/pmvm/configs"
 	"github.com/pmvm/pmvm/pmem"
+	"github.com/pmvm/pmvm/pmem/memspec"
 	"github.com/pmvm/pmvm/state"
 	"github.com/pmvm/pmvm/vmm/acpi"
 	"github.com/pmvm/pmvm/vmm/devices/acpipm"
@@ -92,7 +93,7 @@ type clockRecord struct {
 // is done to the guest: a refusal found after suspending it would leave a
 // guest stopped for nothing.
 func (m *Machine) CheckSaveable(path string) error {
-	if m.cfg.RunMode() != configs.ModeReboot {
+	if m.cfg.RunMode() != memspec.ModeReboot {
 		return fmt.Errorf("VM %q is in mode %q: only mode \"reboot\" VMs are saved to a state file (its memory must survive pmvm and the host); the guest was not suspended", m.cfg.Name, m.cfg.RunMode())
 	}
 	dir := filepath.Dir(path)
@@ -110,7 +111,7 @@ func (m *Machine) CheckSaveable(path string) error {
 // with Finish. Only a suspended guest can be saved: its RAM is left where it
 // is and its devices are quiescent.
 func (m *Machine) SaveState(path, version string) error {
-	if m.cfg.RunMode() != configs.ModeReboot {
+	if m.cfg.RunMode() != memspec.ModeReboot {
 		return fmt.Errorf("VM %q is in mode %q: only mode \"reboot\" VMs are saved to a state file", m.cfg.Name, m.cfg.RunMode())
 	}
 	m.mu.Lock()
@@ -138,7 +139,7 @@ func (m *Machine) writeState(path, version string) error {
 		Created:           time.Now(),
 		PMVMVersion:       version,
 		VMName:            m.cfg.Name,
-		Mode:              state.ModeReboot,
+		Mode:              memspec.ModeReboot,
 		ConfigFingerprint: m.cfg.Machine().Fingerprint(),
 	}}
 	add := func(name string, v any) error { return f.AddJSON(name, recordVersion, v) }
@@ -199,7 +200,7 @@ func CheckIncoming(cfg *configs.VM, path string) (*Incoming, error) {
 	refuse := func(format string, a ...any) error {
 		return fmt.Errorf("%s cannot resume VM %q: %s; nothing was mapped, the guest's memory is untouched", path, cfg.Name, fmt.Sprintf(format, a...))
 	}
-	if f.Header.Mode != state.ModeReboot {
+	if f.Header.Mode != memspec.ModeReboot {
 		return nil, refuse("it was saved in mode %q; this pmvm resumes mode \"reboot\" files", f.Header.Mode)
 	}
 	if f.Header.VMName != cfg.Name {

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pmvm/pmvm/pmem"
+	"github.com/pmvm/pmvm/pmem/memspec"
 	"github.com/pmvm/pmvm/state"
 	"github.com/pmvm/pmvm/vmm/devices/acpipm"
 	"github.com/pmvm/pmvm/vmm/devices/cmos"
@@ -35,7 +36,7 @@ func TestEverySectionRoundTripsThroughAStateFile(t *testing.T) {
 	}
 	rng := rand.New(rand.NewSource(1))
 	for round := 0; round < 50; round++ {
-		f := &state.File{Header: state.Header{VMName: "vm", Mode: state.ModeReboot, PMVMVersion: "test"}}
+		f := &state.File{Header: state.Header{VMName: "vm", Mode: memspec.ModeReboot, PMVMVersion: "test"}}
 		want := map[string]reflect.Value{}
 		for name, typ := range types {
 			v, ok := quick.Value(typ, rng)

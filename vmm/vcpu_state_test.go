@@ -11,6 +11,7 @@ import (
 
 	"github.com/pmvm/pmvm/configs"
 	"github.com/pmvm/pmvm/pmem"
+	"github.com/pmvm/pmvm/pmem/memspec"
 	"github.com/pmvm/pmvm/state"
 )
 
@@ -26,7 +27,7 @@ func TestCheckIncomingVCPUSections(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, f.Truncate(64*mib))
 	require.NoError(t, f.Close())
-	cfg := &configs.VM{Name: "vm", VCPUs: 2, Mode: configs.ModeReboot,
+	cfg := &configs.VM{Name: "vm", VCPUs: 2, Mode: memspec.ModeReboot,
 		Memory: []configs.Memory{{Name: "ram0", Size: 64 * mib, Backing: backing, Shared: true}}}
 	b, err := pmem.Probe(MemorySpecs(cfg)[0])
 	require.NoError(t, err)
@@ -35,7 +36,7 @@ func TestCheckIncomingVCPUSections(t *testing.T) {
 
 	write := func(vcpus []vcpuRecord) string {
 		sf := &state.File{Header: state.Header{Created: time.Now(), PMVMVersion: "test", VMName: cfg.Name,
-			Mode: state.ModeReboot, ConfigFingerprint: cfg.Machine().Fingerprint()}}
+			Mode: memspec.ModeReboot, ConfigFingerprint: cfg.Machine().Fingerprint()}}
 		require.NoError(t, sf.AddJSON(secMachine, recordVersion, machineRecord{Platform: Platform, Spec: cfg.Machine(), RAM: ram, RunState: StateSuspended}))
 		require.NoError(t, sf.AddJSON(memorySection("ram0"), recordVersion, b.Identity))
 		for i, v := range vcpus {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/pmvm/pmvm/configs"
 	"github.com/pmvm/pmvm/pmem"
+	"github.com/pmvm/pmvm/pmem/memspec"
 	"github.com/pmvm/pmvm/vmm"
 )
 
@@ -27,7 +28,7 @@ invalid config.
 type checkResult struct {
 	Config string             `json:"config"`
 	VM     string             `json:"vm"`
-	Mode   pmem.Mode          `json:"mode"`
+	Mode   memspec.Mode       `json:"mode"`
 	OK     bool               `json:"ok"`
 	Blocks []pmem.BlockReport `json:"blocks"`
 }
@@ -54,7 +55,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 
 	// Check's error repeats what the report says block by block.
 	rep, _ := pmem.Check(vmm.MemorySpecs(cfg)...)
-	res := checkResult{Config: pos[0], VM: cfg.Name, Mode: pmem.Mode(cfg.RunMode()), OK: rep.OK, Blocks: rep.Blocks}
+	res := checkResult{Config: pos[0], VM: cfg.Name, Mode: cfg.RunMode(), OK: rep.OK, Blocks: rep.Blocks}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pmvm/pmvm/pmem"
+	"github.com/pmvm/pmvm/pmem/memspec"
 )
 
 // demoInMode writes configs/examples/demo.toml (512MiB of anonymous
@@ -51,7 +52,7 @@ func TestCheckJSON(t *testing.T) {
 	var res checkResult
 	require.NoError(t, json.Unmarshal(out.Bytes(), &res), out.String())
 	assert.Equal(t, "demo", res.VM)
-	assert.Equal(t, pmem.ModeReboot, res.Mode)
+	assert.Equal(t, memspec.ModeReboot, res.Mode)
 	assert.False(t, res.OK)
 	require.Len(t, res.Blocks, 1)
 	b := res.Blocks[0]

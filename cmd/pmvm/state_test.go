@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/pmvm/pmvm/pmem/memspec"
 	"github.com/pmvm/pmvm/state"
 )
 
@@ -24,7 +25,7 @@ func writeStateFile(t *testing.T) string {
 		Created:     time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
 		PMVMVersion: "test",
 		VMName:      "demo",
-		Mode:        state.ModeReboot,
+		Mode:        memspec.ModeReboot,
 	}}
 	for _, name := range stateTestSections {
 		if name == "cmos@0x70" {
