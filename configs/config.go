@@ -33,12 +33,6 @@ const (
 	ConsoleNone   ConsoleOutput = "none"   // discarded
 )
 
-// Special values of Memory.Backing; anything else must be an absolute path.
-const (
-	BackingAnonymous = "anonymous" // private to the VMM process
-	BackingMemfd     = "memfd"     // an anonymous file; survives exec when inherited
-)
-
 // VM is one virtual machine's configuration: the top level of the TOML file.
 type VM struct {
 	Name string `toml:"name"`
@@ -135,8 +129,9 @@ type Memory struct {
 	Name string `toml:"name"`
 	// Size in bytes, a multiple of 2 MiB.
 	Size Size `toml:"size"`
-	// Backing is BackingAnonymous, BackingMemfd or the absolute path of a
-	// file (tmpfs, /dev/shm, hugetlbfs, fsdax) or a device (/dev/daxX.Y).
+	// Backing is memspec.BackingAnonymous, memspec.BackingMemfd or the
+	// absolute path of a file (tmpfs, /dev/shm, hugetlbfs, fsdax) or a
+	// device (/dev/daxX.Y).
 	Backing string `toml:"backing"`
 	// Shared maps the block MAP_SHARED. Required for file and memfd backings.
 	Shared bool `toml:"shared"`
@@ -152,7 +147,7 @@ type Memory struct {
 
 // IsFile reports whether the backing is a path (not anonymous or memfd).
 func (m *Memory) IsFile() bool {
-	return m.Backing != BackingAnonymous && m.Backing != BackingMemfd && m.Backing != ""
+	return memspec.IsPathBacking(m.Backing)
 }
 
 // Console is the serial console (COM1).

@@ -130,7 +130,7 @@ func (v *VM) Validate() error {
 		switch {
 		case m.Backing == "":
 			bad(field, "backing missing; set \"anonymous\", \"memfd\" or the absolute path of a file or device")
-		case m.Backing == BackingAnonymous || m.Backing == BackingMemfd:
+		case m.Backing == memspec.BackingAnonymous || m.Backing == memspec.BackingMemfd:
 			if m.Create {
 				bad(field, "create = true applies to file backings only, not %q", m.Backing)
 			}
@@ -145,10 +145,10 @@ func (v *VM) Validate() error {
 				backings[m.Backing] = i
 			}
 		}
-		if (m.IsFile() || m.Backing == BackingMemfd) && !m.Shared {
+		if (m.IsFile() || m.Backing == memspec.BackingMemfd) && !m.Shared {
 			bad(field, "a %s backing must be mapped shared (or guest writes would not reach it); set shared = true", backingKind(m))
 		}
-		if m.PreservedAcrossKexec && (m.Backing == BackingAnonymous || m.Backing == BackingMemfd) {
+		if m.PreservedAcrossKexec && (m.Backing == memspec.BackingAnonymous || m.Backing == memspec.BackingMemfd) {
 			bad(field, "preserved_across_kexec = true applies to files on tmpfs or /dev/shm only, not %q", m.Backing)
 		}
 		// Whether the backing survives what the mode needs is pmem's
@@ -220,7 +220,7 @@ func (c *Console) outputOrDefault() ConsoleOutput {
 }
 
 func backingKind(m *Memory) string {
-	if m.Backing == BackingMemfd {
+	if m.Backing == memspec.BackingMemfd {
 		return "memfd"
 	}
 	return "file"

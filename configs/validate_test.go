@@ -22,7 +22,7 @@ func validVM() *VM {
 			Cmdline: "console=ttyS0",
 		},
 		Memory: []Memory{
-			{Name: "ram0", Size: Size(512 * MiB), Backing: BackingAnonymous},
+			{Name: "ram0", Size: Size(512 * MiB), Backing: memspec.BackingAnonymous},
 			{Name: "ram1", Size: Size(512 * MiB), Backing: "/dev/shm/demo-ram1", Shared: true, Create: true},
 		},
 		Console: Console{Output: ConsoleStdout},
@@ -48,14 +48,14 @@ func TestValidateAccepts(t *testing.T) {
 		{"64MiB total is the minimum", func(v *VM) { v.Memory = v.Memory[:1]; v.Memory[0].Size = Size(MinMemory) }},
 		{"1TiB total is the maximum", func(v *VM) { v.Memory[0].Size = Size(MaxMemory - 512*MiB) }},
 		{"anonymous memory may be shared", func(v *VM) { v.Memory[0].Shared = true }},
-		{"memfd backing", func(v *VM) { v.Memory[0].Backing = BackingMemfd; v.Memory[0].Shared = true }},
+		{"memfd backing", func(v *VM) { v.Memory[0].Backing = memspec.BackingMemfd; v.Memory[0].Shared = true }},
 		{"a device-dax path is just a path here", func(v *VM) { v.Memory[1].Backing = "/dev/dax0.0"; v.Memory[1].Create = false }},
 		{"console to a file", func(v *VM) { v.Console = Console{Output: ConsoleFile, Path: "/var/log/demo.log"} }},
 		{"console discarded", func(v *VM) { v.Console.Output = ConsoleNone }},
 		{"a socket path of exactly 107 bytes", func(v *VM) { v.Agent.Socket = "/" + strings.Repeat("a", MaxSocketPath-1) }},
 		{"restart mode with memfd and a shared file", func(v *VM) {
 			v.Mode = memspec.ModeRestart
-			v.Memory[0].Backing, v.Memory[0].Shared = BackingMemfd, true
+			v.Memory[0].Backing, v.Memory[0].Shared = memspec.BackingMemfd, true
 		}},
 		{"reboot mode with file backings", func(v *VM) {
 			v.Mode = memspec.ModeReboot
@@ -72,7 +72,7 @@ func TestValidateAccepts(t *testing.T) {
 		{"reboot mode with anonymous memory is pmem's to refuse", func(v *VM) { v.Mode = memspec.ModeReboot }},
 		{"reboot mode with memfd is pmem's to refuse", func(v *VM) {
 			v.Mode = memspec.ModeReboot
-			v.Memory[0].Backing, v.Memory[0].Shared = BackingMemfd, true
+			v.Memory[0].Backing, v.Memory[0].Shared = memspec.BackingMemfd, true
 		}},
 		{"restart mode with anonymous memory is pmem's to refuse", func(v *VM) { v.Mode = memspec.ModeRestart }},
 	} {
@@ -142,7 +142,7 @@ func TestValidateRefuses(t *testing.T) {
 			`memory[1] "ram1": backing "shm/ram1" is not an absolute path (or use "anonymous" or "memfd")`},
 		{"a file backing must be shared", func(v *VM) { v.Memory[1].Shared = false },
 			`memory[1] "ram1": a file backing must be mapped shared (or guest writes would not reach it); set shared = true`},
-		{"a memfd backing must be shared", func(v *VM) { v.Memory[0].Backing = BackingMemfd },
+		{"a memfd backing must be shared", func(v *VM) { v.Memory[0].Backing = memspec.BackingMemfd },
 			`memory[0] "ram0": a memfd backing must be mapped shared`},
 		{"create is for file backings only", func(v *VM) { v.Memory[0].Create = true },
 			`memory[0] "ram0": create = true applies to file backings only, not "anonymous"`},
@@ -160,7 +160,7 @@ func TestValidateRefuses(t *testing.T) {
 		{"preserved_across_kexec is not for anonymous memory", func(v *VM) { v.Memory[0].PreservedAcrossKexec = true },
 			`memory[0] "ram0": preserved_across_kexec = true applies to files on tmpfs or /dev/shm only, not "anonymous"`},
 		{"preserved_across_kexec is not for memfd", func(v *VM) {
-			v.Memory[0].Backing, v.Memory[0].Shared, v.Memory[0].PreservedAcrossKexec = BackingMemfd, true, true
+			v.Memory[0].Backing, v.Memory[0].Shared, v.Memory[0].PreservedAcrossKexec = memspec.BackingMemfd, true, true
 		}, `memory[0] "ram0": preserved_across_kexec = true applies to files on tmpfs or /dev/shm only, not "memfd"`},
 		{"console output is one of three", func(v *VM) { v.Console.Output = "serial" },
 			`console.output: "serial" is not one of "stdout", "file", "none"`},

@@ -37,13 +37,6 @@ const (
 	KindFile      Kind = "file"      // a regular file on any other filesystem (ext4, xfs without DAX, ...)
 )
 
-// Special values of Spec.Backing; anything else is the absolute path of a
-// file or a device-dax device.
-const (
-	BackingAnonymous = "anonymous"
-	BackingMemfd     = "memfd"
-)
-
 // DefaultAlign is the least size granularity and host-virtual alignment of
 // every Region: 2 MiB lets KVM map guest RAM with huge pages. Backings with
 // larger pages (1 GiB hugetlbfs, a device-dax instance aligned to 1 GiB)
@@ -58,7 +51,7 @@ var ErrSizeMismatch = errors.New("backing size differs from the configured size"
 type Spec struct {
 	Name    string // the memory block name, for messages (e.g. "ram0")
 	Size    uint64 // bytes; a multiple of DefaultAlign (and of the backing's alignment)
-	Backing string // BackingAnonymous, BackingMemfd or an absolute path
+	Backing string // memspec.BackingAnonymous, memspec.BackingMemfd or an absolute path
 	Shared  bool   // MAP_SHARED; required for memfd and path backings
 	Create  bool   // create a missing file (file backings only); never truncates
 	// Mode is what the VM must survive; Open and Check refuse a backing of
@@ -202,9 +195,9 @@ func (s *Spec) judge(b *Backing) error {
 // KindFile for any path (a file or device, classified by Probe).
 func (s *Spec) kind() Kind {
 	switch s.Backing {
-	case BackingAnonymous:
+	case memspec.BackingAnonymous:
 		return KindAnonymous
-	case BackingMemfd:
+	case memspec.BackingMemfd:
 		return KindMemfd
 	default:
 		return KindFile

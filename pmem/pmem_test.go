@@ -15,6 +15,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/pmvm/pmvm/pmem/memspec"
 )
 
 const mib = 1 << 20
@@ -67,7 +69,7 @@ func checkRegion(t *testing.T, r *Region, shared bool) {
 func TestAnonymous(t *testing.T) {
 	for _, shared := range []bool{false, true} {
 		t.Run(fmt.Sprintf("shared=%v", shared), func(t *testing.T) {
-			r, err := Open(Spec{Name: "ram0", Size: 6 * mib, Backing: BackingAnonymous, Shared: shared})
+			r, err := Open(Spec{Name: "ram0", Size: 6 * mib, Backing: memspec.BackingAnonymous, Shared: shared})
 			require.NoError(t, err)
 			defer r.Close()
 			require.Equal(t, KindAnonymous, r.Kind)
@@ -84,7 +86,7 @@ func TestAnonymous(t *testing.T) {
 // Memfd memory is a file: what the guest writes through Mem is readable
 // through File(), which is what lets a restarted VMM inherit it.
 func TestMemfd(t *testing.T) {
-	r, err := Open(Spec{Name: "ram0", Size: 4 * mib, Backing: BackingMemfd, Shared: true})
+	r, err := Open(Spec{Name: "ram0", Size: 4 * mib, Backing: memspec.BackingMemfd, Shared: true})
 	require.NoError(t, err)
 	defer r.Close()
 	require.Equal(t, KindMemfd, r.Kind)
@@ -260,12 +262,12 @@ func TestSpecRefused(t *testing.T) {
 		spec   Spec
 		want   string
 	}{
-		{"a name is required", Spec{Size: 2 * mib, Backing: BackingAnonymous}, "without a name"},
+		{"a name is required", Spec{Size: 2 * mib, Backing: memspec.BackingAnonymous}, "without a name"},
 		{"a backing is required", Spec{Name: "r", Size: 2 * mib}, "no backing"},
-		{"size is not zero", Spec{Name: "r", Backing: BackingAnonymous}, "size is zero"},
-		{"size is a multiple of 2MiB", Spec{Name: "r", Size: 3 * mib, Backing: BackingAnonymous}, "size 3MiB is not a multiple of 2MiB"},
-		{"create is for files", Spec{Name: "r", Size: 2 * mib, Backing: BackingAnonymous, Create: true}, "file backings only"},
-		{"memfd is shared", Spec{Name: "r", Size: 2 * mib, Backing: BackingMemfd}, "memfd backing must be mapped shared"},
+		{"size is not zero", Spec{Name: "r", Backing: memspec.BackingAnonymous}, "size is zero"},
+		{"size is a multiple of 2MiB", Spec{Name: "r", Size: 3 * mib, Backing: memspec.BackingAnonymous}, "size 3MiB is not a multiple of 2MiB"},
+		{"create is for files", Spec{Name: "r", Size: 2 * mib, Backing: memspec.BackingAnonymous, Create: true}, "file backings only"},
+		{"memfd is shared", Spec{Name: "r", Size: 2 * mib, Backing: memspec.BackingMemfd}, "memfd backing must be mapped shared"},
 		{"a file is shared", Spec{Name: "r", Size: 2 * mib, Backing: file, Create: true}, "file backing must be mapped shared"},
 		{"a file path is absolute", Spec{Name: "r", Size: 2 * mib, Backing: "ram0", Shared: true}, "not an absolute path"},
 	} {
@@ -282,7 +284,7 @@ func TestSpecRefused(t *testing.T) {
 // Close unmaps and closes once; later calls return nil, and the Region no
 // longer exposes the mapping.
 func TestCloseIdempotent(t *testing.T) {
-	for _, backing := range []string{BackingAnonymous, BackingMemfd, filepath.Join(t.TempDir(), "ram0")} {
+	for _, backing := range []string{memspec.BackingAnonymous, memspec.BackingMemfd, filepath.Join(t.TempDir(), "ram0")} {
 		r, err := Open(Spec{Name: "ram0", Size: 2 * mib, Backing: backing, Shared: true, Create: backing[0] == '/'})
 		require.NoError(t, err)
 		f := r.File()
@@ -307,7 +309,7 @@ func TestAlignmentManyRegions(t *testing.T) {
 		}
 	}()
 	for i := 0; i < 16; i++ {
-		r, err := Open(Spec{Name: fmt.Sprintf("ram%d", i), Size: 2 * mib * uint64(1+i%3), Backing: BackingAnonymous})
+		r, err := Open(Spec{Name: fmt.Sprintf("ram%d", i), Size: 2 * mib * uint64(1+i%3), Backing: memspec.BackingAnonymous})
 		require.NoError(t, err)
 		rs = append(rs, r)
 		require.Zero(t, r.Addr()%DefaultAlign)

@@ -20,7 +20,7 @@ import (
 // its backing, its class and what to use instead.
 func TestAnonymousClassified(t *testing.T) {
 	for _, shared := range []bool{false, true} {
-		spec := Spec{Name: "ram0", Size: 4 * mib, Backing: BackingAnonymous, Shared: shared}
+		spec := Spec{Name: "ram0", Size: 4 * mib, Backing: memspec.BackingAnonymous, Shared: shared}
 		b, err := Probe(spec)
 		require.NoError(t, err)
 		require.Equal(t, Volatile, b.Class)
@@ -50,7 +50,7 @@ func TestAnonymousClassified(t *testing.T) {
 // A memfd survives a restart (when its descriptor is inherited), not a
 // kexec; its identity is the memfd's inode.
 func TestMemfdClassified(t *testing.T) {
-	spec := Spec{Name: "ram1", Size: 2 * mib, Backing: BackingMemfd, Shared: true, Mode: memspec.ModeRestart}
+	spec := Spec{Name: "ram1", Size: 2 * mib, Backing: memspec.BackingMemfd, Shared: true, Mode: memspec.ModeRestart}
 	r, err := Open(spec)
 	require.NoError(t, err)
 	defer r.Close()
@@ -228,8 +228,8 @@ func TestCheckReportsEveryBlock(t *testing.T) {
 	sized := filepath.Join(dir, "small")
 	writeFile(t, sized, 2*mib)
 	specs := []Spec{
-		{Name: "ram0", Size: 4 * mib, Backing: BackingAnonymous, Mode: memspec.ModeRestart},
-		{Name: "ram1", Size: 2 * mib, Backing: BackingMemfd, Shared: true, Mode: memspec.ModeRestart},
+		{Name: "ram0", Size: 4 * mib, Backing: memspec.BackingAnonymous, Mode: memspec.ModeRestart},
+		{Name: "ram1", Size: 2 * mib, Backing: memspec.BackingMemfd, Shared: true, Mode: memspec.ModeRestart},
 		{Name: "ram2", Size: 4 * mib, Backing: sized, Shared: true, Mode: memspec.ModeRestart},
 		{Name: "ram3", Size: 2 * mib, Backing: filepath.Join(dir, "missing"), Shared: true, Mode: memspec.ModeRestart},
 	}
@@ -268,6 +268,6 @@ func TestCheckReportsEveryBlock(t *testing.T) {
 
 // A spec with an unknown mode is refused.
 func TestUnknownModeRefused(t *testing.T) {
-	_, err := Probe(Spec{Name: "ram0", Size: 2 * mib, Backing: BackingAnonymous, Mode: "suspend"})
+	_, err := Probe(Spec{Name: "ram0", Size: 2 * mib, Backing: memspec.BackingAnonymous, Mode: "suspend"})
 	require.ErrorContains(t, err, `mode "suspend" is not one of`)
 }

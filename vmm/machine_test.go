@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pmvm/pmvm/configs"
+	"github.com/pmvm/pmvm/pmem/memspec"
 	"github.com/pmvm/pmvm/vmm/devices/acpipm"
 	"github.com/pmvm/pmvm/vmm/x86/x86test"
 )
@@ -82,7 +83,7 @@ func tinyMachine(t *testing.T, code []byte, vcpus int) (*Machine, *syncBuffer) {
 		VCPUs: vcpus,
 		Boot:  configs.Boot{Kernel: kernel, Cmdline: "console=ttyS0"},
 		Memory: []configs.Memory{
-			{Name: "ram0", Size: configs.Size(64 << 20), Backing: configs.BackingAnonymous, Shared: true},
+			{Name: "ram0", Size: configs.Size(64 << 20), Backing: memspec.BackingAnonymous, Shared: true},
 		},
 	}
 	console := &syncBuffer{}

@@ -26,3 +26,14 @@ func TestModeDefaultAndValidity(t *testing.T) {
 		}
 	}
 }
+
+func TestIsPathBacking(t *testing.T) {
+	for backing, want := range map[string]bool{
+		"": false, BackingAnonymous: false, BackingMemfd: false,
+		"/dev/dax0.0": true, "/dev/shm/vm": true, "relative/file": true,
+	} {
+		if got := IsPathBacking(backing); got != want {
+			t.Errorf("IsPathBacking(%q) = %v, want %v", backing, got, want)
+		}
+	}
+}
