@@ -44,12 +44,12 @@ func TestDemoExampleContent(t *testing.T) {
 			Initrd:  "/var/lib/pmvm/images/initrd.cpio",
 			Cmdline: "console=ttyS0 panic=-1",
 		},
-		Memory:  []Memory{{Name: "ram0", Size: Size(512 * MiB), Backing: memspec.BackingAnonymous}},
+		Memory:  []Memory{{Name: "ram0", Size: Size(512 * memspec.MiB), Backing: memspec.BackingAnonymous}},
 		Console: Console{Output: ConsoleStdout},
 		Agent:   Agent{Socket: "/run/pmvm/demo/agent.sock"},
 		Control: Control{Socket: "/run/pmvm/demo/control.sock"},
 	}, v)
-	require.Equal(t, 512*MiB, v.TotalMemory())
+	require.Equal(t, 512*memspec.MiB, v.TotalMemory())
 }
 
 // preserved_across_kexec decodes from its TOML key.

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/pelletier/go-toml/v2"
+
+	"github.com/pmvm/pmvm/pmem/memspec"
 )
 
 // Defaults of the host config.
@@ -45,7 +47,7 @@ const (
 	// MinVMMMemoryOverhead is the least vmm_memory_overhead accepted: the
 	// VMM's own memory (Go runtime, KVM structures, buffers) besides the
 	// guest's RAM.
-	MinVMMMemoryOverhead = 32 * MiB
+	MinVMMMemoryOverhead = 32 * memspec.MiB
 )
 
 // Host is the host config: the top level of host.toml.

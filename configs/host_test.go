@@ -10,6 +10,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/pmvm/pmvm/pmem/memspec"
 )
 
 func hostExample(t *testing.T) string {
@@ -38,7 +40,7 @@ func TestHostExampleLoads(t *testing.T) {
 	require.NotNil(t, h.Hooks.OnFailure)
 	assert.True(t, h.Limits.CgroupsEnabled())
 	assert.Equal(t, uint64(100), h.Limits.CPUWeight)
-	assert.Equal(t, Size(256*MiB), h.Limits.VMMMemoryOverhead)
+	assert.Equal(t, Size(256*memspec.MiB), h.Limits.VMMMemoryOverhead)
 	assert.Equal(t, int64(1024), h.Limits.Pids)
 	assert.Equal(t, "/var/lib/pmvm/state/web1.state", h.StatePath("web1"))
 	assert.Equal(t, "/var/lib/pmvm/state/update-timeline.json", h.TimelinePath())

@@ -8,6 +8,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/pmvm/pmvm/pmem/memspec"
 )
 
 // vmWithLimits is a valid config with tail (a [limits] table) appended.
@@ -35,7 +37,7 @@ func TestVMLimitsDecode(t *testing.T) {
 	v, err := Decode("l.toml", strings.NewReader(vmWithLimits("[limits]\ncpu_weight = 50\nvmm_memory_overhead = \"128MiB\"\npids = 512\n")))
 	require.NoError(t, err)
 	require.NoError(t, v.Validate())
-	assert.Equal(t, VMLimits{CPUWeight: 50, VMMMemoryOverhead: Size(128 * MiB), Pids: 512}, v.Limits)
+	assert.Equal(t, VMLimits{CPUWeight: 50, VMMMemoryOverhead: Size(128 * memspec.MiB), Pids: 512}, v.Limits)
 
 	v, err = Decode("l.toml", strings.NewReader(vmWithLimits("[limits]\npids = 66\n")))
 	require.NoError(t, err)
@@ -48,7 +50,7 @@ func TestVMLimitsDecode(t *testing.T) {
 
 	ex, err := Load(filepath.Join("examples", "dax.toml"))
 	require.NoError(t, err)
-	assert.Equal(t, VMLimits{CPUWeight: 200, VMMMemoryOverhead: Size(256 * MiB), Pids: 512}, ex.Limits, "the documented example")
+	assert.Equal(t, VMLimits{CPUWeight: 200, VMMMemoryOverhead: Size(256 * memspec.MiB), Pids: 512}, ex.Limits, "the documented example")
 }
 
 // TestVMLimitsRefused proves each bad [limits] value of a VM config is
@@ -91,10 +93,10 @@ func TestVMLimitsRefused(t *testing.T) {
 // TestVMLimitsOr proves a VM's own limit wins over the host's default for
 // each key on its own, and a key it leaves out takes the default.
 func TestVMLimitsOr(t *testing.T) {
-	host := VMLimits{CPUWeight: 100, VMMMemoryOverhead: Size(256 * MiB), Pids: 1024}
+	host := VMLimits{CPUWeight: 100, VMMMemoryOverhead: Size(256 * memspec.MiB), Pids: 1024}
 	assert.Equal(t, host, VMLimits{}.Or(host))
-	assert.Equal(t, VMLimits{CPUWeight: 50, VMMMemoryOverhead: Size(256 * MiB), Pids: 1024}, VMLimits{CPUWeight: 50}.Or(host))
-	assert.Equal(t, VMLimits{CPUWeight: 100, VMMMemoryOverhead: Size(64 * MiB), Pids: 80}, VMLimits{VMMMemoryOverhead: Size(64 * MiB), Pids: 80}.Or(host))
+	assert.Equal(t, VMLimits{CPUWeight: 50, VMMMemoryOverhead: Size(256 * memspec.MiB), Pids: 1024}, VMLimits{CPUWeight: 50}.Or(host))
+	assert.Equal(t, VMLimits{CPUWeight: 100, VMMMemoryOverhead: Size(64 * memspec.MiB), Pids: 80}, VMLimits{VMMMemoryOverhead: Size(64 * memspec.MiB), Pids: 80}.Or(host))
 	assert.Equal(t, VMLimits{Pids: 80}, VMLimits{Pids: 80}.Or(VMLimits{}))
 }
 
@@ -102,7 +104,7 @@ func TestVMLimitsOr(t *testing.T) {
 // are held to the same rules as a VM's (one validation for both), under
 // the same key names.
 func TestHostAndVMLimitsShareValidation(t *testing.T) {
-	bad := VMLimits{CPUWeight: 10001, VMMMemoryOverhead: Size(MiB), Pids: -3}
+	bad := VMLimits{CPUWeight: 10001, VMMMemoryOverhead: Size(memspec.MiB), Pids: -3}
 	h := DefaultHost()
 	h.Limits.VMLimits = bad
 	v := &VM{Name: "x", VCPUs: 1, Limits: bad}

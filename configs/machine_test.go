@@ -9,7 +9,7 @@ import (
 )
 
 func spec() MachineSpec {
-	return MachineSpec{VCPUs: 2, Mode: memspec.ModeReboot, Memory: []MemoryShape{{Name: "ram0", Size: Size(512 * MiB)}}}
+	return MachineSpec{VCPUs: 2, Mode: memspec.ModeReboot, Memory: []MemoryShape{{Name: "ram0", Size: Size(512 * memspec.MiB)}}}
 }
 
 // TestMachineDiffExplainsEachField proves every machine-defining difference
@@ -20,7 +20,7 @@ func TestMachineDiffExplainsEachField(t *testing.T) {
 
 	other := spec()
 	other.VCPUs = 4
-	other.Memory = []MemoryShape{{Name: "ram0", Size: Size(1024 * MiB)}, {Name: "ram1", Size: Size(2 * MiB)}}
+	other.Memory = []MemoryShape{{Name: "ram0", Size: Size(1024 * memspec.MiB)}, {Name: "ram1", Size: Size(2 * memspec.MiB)}}
 	d := spec().Diff(other)
 	assert.Equal(t, []string{
 		"vcpus: saved machine has 2, config has 4",
@@ -42,10 +42,10 @@ func TestMachineDiffExplainsEachField(t *testing.T) {
 // TestMachineIgnoresHostSideFields proves paths of sockets, logs, the kernel
 // and the command line do not change the fingerprint.
 func TestMachineIgnoresHostSideFields(t *testing.T) {
-	a := &VM{Name: "a", VCPUs: 2, Mode: memspec.ModeReboot, Memory: []Memory{{Name: "ram0", Size: Size(512 * MiB), Backing: "/dev/dax0.0"}}}
+	a := &VM{Name: "a", VCPUs: 2, Mode: memspec.ModeReboot, Memory: []Memory{{Name: "ram0", Size: Size(512 * memspec.MiB), Backing: "/dev/dax0.0"}}}
 	b := *a
 	b.Boot = Boot{Kernel: "/other/vmlinuz", Cmdline: "quiet"}
 	b.Control.Socket = "/run/other.sock"
-	b.Memory = []Memory{{Name: "ram0", Size: Size(512 * MiB), Backing: "/dev/dax1.0"}}
+	b.Memory = []Memory{{Name: "ram0", Size: Size(512 * memspec.MiB), Backing: "/dev/dax1.0"}}
 	assert.Equal(t, a.Machine().Fingerprint(), b.Machine().Fingerprint())
 }

@@ -1,100 +1,16 @@
 package configs
 
-import (
-	"fmt"
-	"math"
-	"strconv"
-	"strings"
-)
-
-// Binary size units. Sizes are always binary: "MB", "M" and friends are
-// refused so nobody has to wonder whether 512MB means 10^6 or 2^20 bytes.
-const (
-	KiB uint64 = 1 << 10
-	MiB uint64 = 1 << 20
-	GiB uint64 = 1 << 30
-	TiB uint64 = 1 << 40
-)
-
-// units is ordered from the largest, which String relies on.
-var units = []struct {
-	name string
-	mult uint64
-}{
-	{"TiB", TiB},
-	{"GiB", GiB},
-	{"MiB", MiB},
-	{"KiB", KiB},
-}
+import "github.com/pmvm/pmvm/pmem/memspec"
 
 // Size is a number of bytes. In TOML it is either an integer (bytes) or a
-// string such as "512MiB" (see ParseSize).
+// string such as "512MiB" (see memspec.ParseSize).
 type Size uint64
-
-// ParseSize parses a whole number of bytes with an optional binary unit:
-// "536870912", "512MiB", "512 MiB", "2GiB", "1TiB", "64KiB". An explicit "B"
-// suffix is accepted ("4096B"). Fractions, signs, decimal units (MB, GB) and
-// overflow are refused.
-func ParseSize(s string) (uint64, error) {
-	t := strings.TrimSpace(s)
-	if t == "" {
-		return 0, fmt.Errorf("size %q: empty; write e.g. \"512MiB\"", s)
-	}
-	i := 0
-	for i < len(t) && t[i] >= '0' && t[i] <= '9' {
-		i++
-	}
-	num, unit := t[:i], strings.TrimSpace(t[i:])
-	if num == "" {
-		return 0, fmt.Errorf("size %q: must start with a whole number of bytes or units, e.g. \"512MiB\"", s)
-	}
-	if strings.HasPrefix(unit, ".") {
-		return 0, fmt.Errorf("size %q: fractions are not accepted; use a smaller unit (e.g. 1536MiB instead of 1.5GiB)", s)
-	}
-	n, err := strconv.ParseUint(num, 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("size %q: number too large", s)
-	}
-	mult := uint64(1)
-	switch unit {
-	case "", "B":
-	default:
-		found := false
-		for _, u := range units {
-			if unit == u.name {
-				mult, found = u.mult, true
-				break
-			}
-		}
-		if !found {
-			return 0, fmt.Errorf("size %q: unknown unit %q; use KiB, MiB, GiB or TiB (binary units), or a plain number of bytes", s, unit)
-		}
-	}
-	if n > math.MaxUint64/mult {
-		return 0, fmt.Errorf("size %q: too large", s)
-	}
-	return n * mult, nil
-}
-
-// FormatSize writes n with the largest binary unit that divides it exactly
-// ("512MiB", "3GiB"), or as a plain number of bytes. ParseSize(FormatSize(n))
-// == n for every n.
-func FormatSize(n uint64) string {
-	if n != 0 {
-		for _, u := range units {
-			if n%u.mult == 0 {
-				return strconv.FormatUint(n/u.mult, 10) + u.name
-			}
-		}
-	}
-	return strconv.FormatUint(n, 10)
-}
 
 // Bytes returns the size as a plain number of bytes.
 func (s Size) Bytes() uint64 { return uint64(s) }
 
-// String formats the size as FormatSize does.
-func (s Size) String() string { return FormatSize(uint64(s)) }
+// String formats the size as memspec.FormatSize does.
+func (s Size) String() string { return memspec.FormatSize(uint64(s)) }
 
 // MarshalText implements encoding.TextMarshaler.
 func (s Size) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
@@ -102,7 +18,7 @@ func (s Size) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 // UnmarshalText implements encoding.TextUnmarshaler (TOML strings). TOML
 // integers are stored directly by the decoder since Size is a uint64.
 func (s *Size) UnmarshalText(b []byte) error {
-	n, err := ParseSize(string(b))
+	n, err := memspec.ParseSize(string(b))
 	if err != nil {
 		return err
 	}

@@ -12,13 +12,13 @@ import (
 
 // Limits checked by Validate.
 const (
-	MaxVCPUs      = 254      // vCPU count (8-bit xAPIC IDs, no x2APIC)
-	MemoryAlign   = 2 * MiB  // every memory block size is a multiple of this
-	MinMemory     = 64 * MiB // total guest RAM, lower bound
-	MaxMemory     = 1 * TiB  // total guest RAM, upper bound
-	MaxSocketPath = 107      // bytes: sun_path is 108 including the NUL
-	MaxCmdline    = 2047     // bytes: x86 COMMAND_LINE_SIZE is 2048 including the NUL
-	maxNameLen    = 63       // memory block names
+	MaxVCPUs      = 254              // vCPU count (8-bit xAPIC IDs, no x2APIC)
+	MemoryAlign   = 2 * memspec.MiB  // every memory block size is a multiple of this
+	MinMemory     = 64 * memspec.MiB // total guest RAM, lower bound
+	MaxMemory     = 1 * memspec.TiB  // total guest RAM, upper bound
+	MaxSocketPath = 107              // bytes: sun_path is 108 including the NUL
+	MaxCmdline    = 2047             // bytes: x86 COMMAND_LINE_SIZE is 2048 including the NUL
+	maxNameLen    = 63               // memory block names
 	namePattern   = `^[a-z0-9][a-z0-9._-]{0,62}$`
 	blockPattern  = `^[a-z0-9_-]+$`
 )

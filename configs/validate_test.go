@@ -22,8 +22,8 @@ func validVM() *VM {
 			Cmdline: "console=ttyS0",
 		},
 		Memory: []Memory{
-			{Name: "ram0", Size: Size(512 * MiB), Backing: memspec.BackingAnonymous},
-			{Name: "ram1", Size: Size(512 * MiB), Backing: "/dev/shm/demo-ram1", Shared: true, Create: true},
+			{Name: "ram0", Size: Size(512 * memspec.MiB), Backing: memspec.BackingAnonymous},
+			{Name: "ram1", Size: Size(512 * memspec.MiB), Backing: "/dev/shm/demo-ram1", Shared: true, Create: true},
 		},
 		Console: Console{Output: ConsoleStdout},
 		Agent:   Agent{Socket: "/run/pmvm/demo/agent.sock"},
@@ -46,7 +46,7 @@ func TestValidateAccepts(t *testing.T) {
 		{"254 vCPUs is the maximum", func(v *VM) { v.VCPUs = MaxVCPUs }},
 		{"a 63-byte name with . - _", func(v *VM) { v.Name = "a" + strings.Repeat("b.-_", 15) + "c" }},
 		{"64MiB total is the minimum", func(v *VM) { v.Memory = v.Memory[:1]; v.Memory[0].Size = Size(MinMemory) }},
-		{"1TiB total is the maximum", func(v *VM) { v.Memory[0].Size = Size(MaxMemory - 512*MiB) }},
+		{"1TiB total is the maximum", func(v *VM) { v.Memory[0].Size = Size(MaxMemory - 512*memspec.MiB) }},
 		{"anonymous memory may be shared", func(v *VM) { v.Memory[0].Shared = true }},
 		{"memfd backing", func(v *VM) { v.Memory[0].Backing = memspec.BackingMemfd; v.Memory[0].Shared = true }},
 		{"a device-dax path is just a path here", func(v *VM) { v.Memory[1].Backing = "/dev/dax0.0"; v.Memory[1].Create = false }},
@@ -59,11 +59,11 @@ func TestValidateAccepts(t *testing.T) {
 		}},
 		{"reboot mode with file backings", func(v *VM) {
 			v.Mode = memspec.ModeReboot
-			v.Memory[0] = Memory{Name: "ram0", Size: Size(GiB), Backing: "/dev/dax0.0", Shared: true}
+			v.Memory[0] = Memory{Name: "ram0", Size: Size(memspec.GiB), Backing: "/dev/dax0.0", Shared: true}
 		}},
 		{"a file may declare preserved_across_kexec (pmem accepts it on tmpfs only)", func(v *VM) {
 			v.Mode = memspec.ModeReboot
-			v.Memory[0] = Memory{Name: "ram0", Size: Size(GiB), Backing: "/dev/dax0.0", Shared: true}
+			v.Memory[0] = Memory{Name: "ram0", Size: Size(memspec.GiB), Backing: "/dev/dax0.0", Shared: true}
 			v.Memory[1].PreservedAcrossKexec = true
 		}},
 		// The mode is judged against each backing by pmem.Check (pmvm check,
@@ -132,9 +132,9 @@ func TestValidateRefuses(t *testing.T) {
 			`memory[1] "ram0": name already used by memory[0]; block names must be unique`},
 		{"a block needs a size", func(v *VM) { v.Memory[1].Size = 0 },
 			`memory[1] "ram1": size missing or zero`},
-		{"sizes are multiples of 2MiB", func(v *VM) { v.Memory[1].Size = Size(3 * MiB) },
+		{"sizes are multiples of 2MiB", func(v *VM) { v.Memory[1].Size = Size(3 * memspec.MiB) },
 			`memory[1] "ram1": size 3MiB is not a multiple of 2MiB`},
-		{"odd byte sizes are shown in bytes", func(v *VM) { v.Memory[1].Size = Size(512*MiB + 1) },
+		{"odd byte sizes are shown in bytes", func(v *VM) { v.Memory[1].Size = Size(512*memspec.MiB + 1) },
 			`memory[1] "ram1": size 536870913 is not a multiple of 2MiB`},
 		{"a block needs a backing", func(v *VM) { v.Memory[0].Backing = "" },
 			`memory[0] "ram0": backing missing`},
@@ -147,15 +147,15 @@ func TestValidateRefuses(t *testing.T) {
 		{"create is for file backings only", func(v *VM) { v.Memory[0].Create = true },
 			`memory[0] "ram0": create = true applies to file backings only, not "anonymous"`},
 		{"two blocks never map the same file", func(v *VM) {
-			v.Memory[0] = Memory{Name: "ram0", Size: Size(MiB * 2), Backing: "/dev/shm/demo-ram1", Shared: true}
+			v.Memory[0] = Memory{Name: "ram0", Size: Size(memspec.MiB * 2), Backing: "/dev/shm/demo-ram1", Shared: true}
 		}, `memory[1] "ram1": backing /dev/shm/demo-ram1 is already used by memory[0]`},
-		{"total memory is at least 64MiB", func(v *VM) { v.Memory = v.Memory[:1]; v.Memory[0].Size = Size(62 * MiB) },
+		{"total memory is at least 64MiB", func(v *VM) { v.Memory = v.Memory[:1]; v.Memory[0].Size = Size(62 * memspec.MiB) },
 			`memory: total 62MiB is less than the minimum 64MiB`},
-		{"total memory is at most 1TiB", func(v *VM) { v.Memory[0].Size = Size(TiB) },
+		{"total memory is at most 1TiB", func(v *VM) { v.Memory[0].Size = Size(memspec.TiB) },
 			`memory: total 1049088MiB is more than the maximum 1TiB`},
 		{"a total that overflows 64 bits is refused, not wrapped", func(v *VM) {
-			v.Memory[0].Size = Size(^uint64(0) - 2*MiB + 1)
-			v.Memory[1].Size = Size(4 * MiB)
+			v.Memory[0].Size = Size(^uint64(0) - 2*memspec.MiB + 1)
+			v.Memory[1].Size = Size(4 * memspec.MiB)
 		}, `memory: total (more than 2^64 bytes) is more than the maximum 1TiB`},
 		{"preserved_across_kexec is not for anonymous memory", func(v *VM) { v.Memory[0].PreservedAcrossKexec = true },
 			`memory[0] "ram0": preserved_across_kexec = true applies to files on tmpfs or /dev/shm only, not "anonymous"`},
@@ -207,7 +207,7 @@ func TestValidateReportsAllProblems(t *testing.T) {
 	v := validVM()
 	v.Name = ""
 	v.VCPUs = 0
-	v.Memory[1].Size = Size(3 * MiB)
+	v.Memory[1].Size = Size(3 * memspec.MiB)
 	v.Control.Socket = "rel.sock"
 	err := v.Validate()
 	require.Error(t, err)

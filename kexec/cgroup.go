@@ -32,6 +32,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pmvm/pmvm/configs"
+	"github.com/pmvm/pmvm/pmem/memspec"
 )
 
 // CgroupMode is the host's cgroup layout, as containerd's cgroups.Mode.
@@ -129,7 +130,7 @@ func (lim CgroupLimits) String() string {
 		parts = append(parts, fmt.Sprintf("cpu_weight %d", lim.CPUWeight))
 	}
 	if lim.MemoryMax > 0 {
-		parts = append(parts, "memory "+configs.FormatSize(lim.MemoryMax))
+		parts = append(parts, "memory "+memspec.FormatSize(lim.MemoryMax))
 	}
 	if lim.PidsMax > 0 {
 		parts = append(parts, fmt.Sprintf("pids %d", lim.PidsMax))

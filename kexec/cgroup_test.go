@@ -21,6 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pmvm/pmvm/configs"
+	"github.com/pmvm/pmvm/pmem/memspec"
 )
 
 // startSleeper starts a process to move between cgroups.
@@ -63,8 +64,8 @@ func TestCgroupLifecycleOnThisHost(t *testing.T) {
 	mode := DetectCgroupMode()
 	require.NotEqual(t, CgroupUnavailable, mode, "no cgroup filesystem at /sys/fs/cgroup: this test needs one (root, cgroupfs mounted)")
 	t.Logf("cgroup layout: %s", mode)
-	cfg := &configs.VM{Name: "vm1", VCPUs: 2, Memory: []configs.Memory{{Name: "ram0", Size: configs.Size(64 * configs.MiB)}}}
-	lim := LimitsFor(cfg, configs.Limits{VMLimits: configs.VMLimits{CPUWeight: 50, VMMMemoryOverhead: configs.Size(256 * configs.MiB), Pids: 128}})
+	cfg := &configs.VM{Name: "vm1", VCPUs: 2, Memory: []configs.Memory{{Name: "ram0", Size: configs.Size(64 * memspec.MiB)}}}
+	lim := LimitsFor(cfg, configs.Limits{VMLimits: configs.VMLimits{CPUWeight: 50, VMMMemoryOverhead: configs.Size(256 * memspec.MiB), Pids: 128}})
 	assert.Equal(t, CgroupLimits{CPUWeight: 50, MemoryMax: 320 << 20, PidsMax: 128}, lim)
 	parent := fmt.Sprintf("pmvm-kexec-test-%d", os.Getpid())
 
@@ -252,7 +253,7 @@ func TestCgroupParsing(t *testing.T) {
 // host config's default, memory is guest RAM plus the effective overhead,
 // and nothing set anywhere is no limit.
 func TestLimitsForVMOverridesHost(t *testing.T) {
-	host := configs.Limits{VMLimits: configs.VMLimits{CPUWeight: 100, VMMMemoryOverhead: configs.Size(256 * configs.MiB), Pids: 1024}}
+	host := configs.Limits{VMLimits: configs.VMLimits{CPUWeight: 100, VMMMemoryOverhead: configs.Size(256 * memspec.MiB), Pids: 1024}}
 	for _, tc := range []struct {
 		proves string
 		vm     configs.VMLimits
@@ -261,11 +262,11 @@ func TestLimitsForVMOverridesHost(t *testing.T) {
 	}{
 		{"no VM limits: the host's", configs.VMLimits{}, host, CgroupLimits{CPUWeight: 100, MemoryMax: 320 << 20, PidsMax: 1024}},
 		{"each VM limit wins, the rest from the host", configs.VMLimits{CPUWeight: 50, Pids: 512}, host, CgroupLimits{CPUWeight: 50, MemoryMax: 320 << 20, PidsMax: 512}},
-		{"the VM's overhead wins", configs.VMLimits{VMMMemoryOverhead: configs.Size(64 * configs.MiB)}, host, CgroupLimits{CPUWeight: 100, MemoryMax: 128 << 20, PidsMax: 1024}},
-		{"VM limits without host defaults", configs.VMLimits{CPUWeight: 10000, VMMMemoryOverhead: configs.Size(32 * configs.MiB), Pids: 66}, configs.Limits{}, CgroupLimits{CPUWeight: 10000, MemoryMax: 96 << 20, PidsMax: 66}},
+		{"the VM's overhead wins", configs.VMLimits{VMMMemoryOverhead: configs.Size(64 * memspec.MiB)}, host, CgroupLimits{CPUWeight: 100, MemoryMax: 128 << 20, PidsMax: 1024}},
+		{"VM limits without host defaults", configs.VMLimits{CPUWeight: 10000, VMMMemoryOverhead: configs.Size(32 * memspec.MiB), Pids: 66}, configs.Limits{}, CgroupLimits{CPUWeight: 10000, MemoryMax: 96 << 20, PidsMax: 66}},
 		{"nothing set: no limits", configs.VMLimits{}, configs.Limits{}, CgroupLimits{}},
 	} {
-		cfg := &configs.VM{Name: "vm", VCPUs: 2, Memory: []configs.Memory{{Name: "ram0", Size: configs.Size(64 * configs.MiB)}}, Limits: tc.vm}
+		cfg := &configs.VM{Name: "vm", VCPUs: 2, Memory: []configs.Memory{{Name: "ram0", Size: configs.Size(64 * memspec.MiB)}}, Limits: tc.vm}
 		assert.Equal(t, tc.want, LimitsFor(cfg, tc.host), tc.proves)
 	}
 	assert.Equal(t, "cpu_weight 50, memory 320MiB, pids 512", CgroupLimits{CPUWeight: 50, MemoryMax: 320 << 20, PidsMax: 512}.String())

@@ -511,7 +511,7 @@ func (p *Plan) Print(w io.Writer) {
 			if !v.OK {
 				verdict = "REFUSED: " + v.Reason
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", v.Name, v.Config, v.RunState, configs.FormatSize(v.Memory), verdict, orDash(v.StatePath))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", v.Name, v.Config, v.RunState, memspec.FormatSize(v.Memory), verdict, orDash(v.StatePath))
 		}
 		tw.Flush()
 	}

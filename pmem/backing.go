@@ -22,7 +22,7 @@ func openAnonymous(spec Spec, b *Backing) (*Region, error) {
 	}
 	mem, addr, err := mapAligned(-1, spec.Size, b.Align, protRW, flags)
 	if err != nil {
-		return nil, spec.errorf("mmap %s: %w", formatSize(spec.Size), err)
+		return nil, spec.errorf("mmap %s: %w", memspec.FormatSize(spec.Size), err)
 	}
 	return newRegion(spec, b, mem, addr, nil, nil), nil
 }
@@ -41,7 +41,7 @@ func openMemfd(spec Spec, b *Backing) (*Region, error) {
 	f := os.NewFile(uintptr(fd), "memfd:"+name)
 	if err := unix.Ftruncate(int(f.Fd()), int64(spec.Size)); err != nil {
 		f.Close()
-		return nil, spec.errorf("ftruncate to %s: %w", formatSize(spec.Size), err)
+		return nil, spec.errorf("ftruncate to %s: %w", memspec.FormatSize(spec.Size), err)
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
@@ -52,7 +52,7 @@ func openMemfd(spec Spec, b *Backing) (*Region, error) {
 	mem, addr, err := mapAligned(int(f.Fd()), spec.Size, b.Align, protRW, unix.MAP_SHARED)
 	if err != nil {
 		f.Close()
-		return nil, spec.errorf("mmap %s shared: %w", formatSize(spec.Size), err)
+		return nil, spec.errorf("mmap %s shared: %w", memspec.FormatSize(spec.Size), err)
 	}
 	return newRegion(spec, b, mem, addr, f, nil), nil
 }
@@ -124,7 +124,7 @@ func mapBacking(spec Spec, b *Backing, f *os.File) ([]byte, uintptr, error) {
 			return mem, addr, nil
 		}
 		if !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.EINVAL) {
-			return nil, 0, spec.errorf("mmap %s MAP_SHARED_VALIDATE|MAP_SYNC: %w", formatSize(spec.Size), err)
+			return nil, 0, spec.errorf("mmap %s MAP_SHARED_VALIDATE|MAP_SYNC: %w", memspec.FormatSize(spec.Size), err)
 		}
 		if spec.Mode.OrDefault() == memspec.ModeReboot {
 			return nil, 0, spec.refuse(ErrModeRefused, "the filesystem refuses MAP_SYNC (%v), so guest writes could be lost at a kexec (the file's block allocation may not be committed yet); mode reboot needs it: use a device-dax namespace, or a filesystem that supports MAP_SYNC (ext4 or xfs mounted -o dax=always on persistent memory)", err)
@@ -132,7 +132,7 @@ func mapBacking(spec Spec, b *Backing, f *os.File) ([]byte, uintptr, error) {
 	}
 	mem, addr, err := mapAligned(fd, spec.Size, b.Align, protRW, unix.MAP_SHARED)
 	if err != nil {
-		return nil, 0, spec.errorf("mmap %s shared (%s aligned): %w", formatSize(spec.Size), formatSize(b.Align), err)
+		return nil, 0, spec.errorf("mmap %s shared (%s aligned): %w", memspec.FormatSize(spec.Size), memspec.FormatSize(b.Align), err)
 	}
 	return mem, addr, nil
 }
@@ -166,7 +166,7 @@ func openOrCreate(spec Spec) (f *os.File, created bool, err error) {
 		return f, false, nil
 	case errors.Is(err, fs.ErrNotExist) && !spec.Create:
 		return nil, false, spec.refuse(err, "backing file does not exist; set create = true in the config to create it, or create it yourself (truncate -s %s %s)",
-			formatSize(spec.Size), path)
+			memspec.FormatSize(spec.Size), path)
 	default:
 		return nil, false, spec.errorf("open: %w", unwrapPath(err))
 	}
@@ -189,16 +189,16 @@ func unwrapPath(err error) error {
 func sizeNewFile(f *os.File, spec Spec) error {
 	fd := int(f.Fd())
 	if err := unix.Ftruncate(fd, int64(spec.Size)); err != nil {
-		return spec.errorf("ftruncate new file to %s: %w", formatSize(spec.Size), err)
+		return spec.errorf("ftruncate new file to %s: %w", memspec.FormatSize(spec.Size), err)
 	}
 	err := unix.Fallocate(fd, 0, 0, int64(spec.Size))
 	switch {
 	case err == nil, errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.ENOSYS):
 		return nil
 	case errors.Is(err, unix.ENOSPC):
-		return spec.errorf("not enough space for %s on the file's filesystem (for hugetlbfs: free huge pages, see /proc/meminfo HugePages_Free); free some, or use a smaller size: %w", formatSize(spec.Size), err)
+		return spec.errorf("not enough space for %s on the file's filesystem (for hugetlbfs: free huge pages, see /proc/meminfo HugePages_Free); free some, or use a smaller size: %w", memspec.FormatSize(spec.Size), err)
 	default:
-		return spec.errorf("fallocate %s: %w", formatSize(spec.Size), err)
+		return spec.errorf("fallocate %s: %w", memspec.FormatSize(spec.Size), err)
 	}
 }
 
@@ -209,10 +209,10 @@ func checkSize(spec Spec, have uint64) error {
 	switch {
 	case have < want:
 		return spec.refuse(ErrSizeMismatch, "backing file is %s but the config says %s; pmvm never resizes an existing file: resize it yourself with truncate -s %s %s, or fix size in the config",
-			formatSize(have), formatSize(want), formatSize(want), spec.Backing)
+			memspec.FormatSize(have), memspec.FormatSize(want), memspec.FormatSize(want), spec.Backing)
 	case have > want:
 		return spec.refuse(ErrSizeMismatch, "backing file is %s, larger than the %s in the config; refusing to map only part of it: fix size in the config (size = %q) if the whole file is guest RAM, or shrink the file yourself (truncate -s %s %s) if the rest is not needed",
-			formatSize(have), formatSize(want), formatSize(have), formatSize(want), spec.Backing)
+			memspec.FormatSize(have), memspec.FormatSize(want), memspec.FormatSize(have), memspec.FormatSize(want), spec.Backing)
 	}
 	return nil
 }

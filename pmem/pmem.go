@@ -18,7 +18,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
 
 	"github.com/pmvm/pmvm/pmem/memspec"
@@ -128,7 +127,7 @@ func (r *Region) String() string {
 	if r.Path != "" {
 		s += " " + r.Path
 	}
-	return s + " " + formatSize(r.Size)
+	return s + " " + memspec.FormatSize(r.Size)
 }
 
 // Close unmaps the memory, removes the lock record and closes the backing
@@ -256,9 +255,9 @@ func (s *Spec) check() error {
 	case s.Size == 0:
 		return s.errorf("size is zero")
 	case s.Size%DefaultAlign != 0:
-		return s.errorf("size %s is not a multiple of %s", formatSize(s.Size), formatSize(DefaultAlign))
+		return s.errorf("size %s is not a multiple of %s", memspec.FormatSize(s.Size), memspec.FormatSize(DefaultAlign))
 	case s.Size > math.MaxInt64/2:
-		return s.errorf("size %s is too large", formatSize(s.Size))
+		return s.errorf("size %s is too large", memspec.FormatSize(s.Size))
 	case !s.Mode.Valid():
 		return s.errorf("mode %q is not one of \"none\", \"restart\", \"reboot\"", s.Mode)
 	}
@@ -282,20 +281,4 @@ func (s *Spec) check() error {
 		}
 	}
 	return nil
-}
-
-// formatSize writes n with the largest binary unit dividing it exactly, in
-// a form both the config and truncate -s accept ("512MiB", "3GiB").
-func formatSize(n uint64) string {
-	if n != 0 {
-		for _, u := range []struct {
-			name string
-			mult uint64
-		}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
-			if n%u.mult == 0 {
-				return strconv.FormatUint(n/u.mult, 10) + u.name
-			}
-		}
-	}
-	return strconv.FormatUint(n, 10)
 }

@@ -331,11 +331,3 @@ func TestTrim(t *testing.T) {
 		require.Zero(t, (tc.base+head)%a)
 	}
 }
-
-func TestFormatSize(t *testing.T) {
-	require.Equal(t, "0", formatSize(0))
-	require.Equal(t, "2MiB", formatSize(2*mib))
-	require.Equal(t, "1536MiB", formatSize(1536*mib))
-	require.Equal(t, "1GiB", formatSize(1<<30))
-	require.Equal(t, "2097153", formatSize(2*mib+1))
-}

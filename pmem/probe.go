@@ -139,16 +139,16 @@ func fit(spec Spec, b *Backing) error {
 			what = "device-dax alignment"
 		}
 		return spec.refuse(ErrMisfit, "size %s is not a multiple of the backing's %s %s; make size a multiple of %s",
-			formatSize(spec.Size), what, formatSize(b.Align), formatSize(b.Align))
+			memspec.FormatSize(spec.Size), what, memspec.FormatSize(b.Align), memspec.FormatSize(b.Align))
 	}
 	switch {
 	case b.Kind == KindDevDax:
 		if spec.Size > b.DevSize {
 			return spec.refuse(ErrMisfit, "device-dax %s holds %s, less than the %s in the config; use a size of at most %s, or a larger namespace",
-				spec.Backing, formatSize(b.DevSize), formatSize(spec.Size), formatSize(b.DevSize&^(b.Align-1)))
+				spec.Backing, memspec.FormatSize(b.DevSize), memspec.FormatSize(spec.Size), memspec.FormatSize(b.DevSize&^(b.Align-1)))
 		}
 		if spec.Size < b.DevSize {
-			b.note("uses the first %s of the %s device", formatSize(spec.Size), formatSize(b.DevSize))
+			b.note("uses the first %s of the %s device", memspec.FormatSize(spec.Size), memspec.FormatSize(b.DevSize))
 		}
 	case b.Exists && spec.path() != "":
 		if err := checkSize(spec, b.DevSize); err != nil {
@@ -194,7 +194,7 @@ func probeNew(spec Spec, h *host) (*Backing, error) {
 	}
 	if !spec.Create {
 		return nil, spec.refuse(fs.ErrNotExist, "backing file does not exist; set create = true in the config to create it, or create it yourself (truncate -s %s %s)",
-			formatSize(spec.Size), path)
+			memspec.FormatSize(spec.Size), path)
 	}
 	var st unix.Stat_t
 	if err := unix.Stat(dir, &st); err != nil {
@@ -325,9 +325,9 @@ func classifyRegular(spec Spec, h *host, f *facts, exists bool) (*Backing, error
 		}
 		b.Align = max(uint64(DefaultAlign), page)
 		if f.mount != nil && mountOption(f.mount, "pagesize") != "" {
-			b.note("huge page size %s (statfs; mount option pagesize=%s)", formatSize(page), mountOption(f.mount, "pagesize"))
+			b.note("huge page size %s (statfs; mount option pagesize=%s)", memspec.FormatSize(page), mountOption(f.mount, "pagesize"))
 		} else {
-			b.note("huge page size %s (statfs)", formatSize(page))
+			b.note("huge page size %s (statfs)", memspec.FormatSize(page))
 		}
 		return b, nil
 	case unix.TMPFS_MAGIC:
@@ -392,7 +392,7 @@ func inspectDevDax(spec Spec, h *host, st *unix.Stat_t) (*Backing, error) {
 	b := &Backing{Exists: true, Class: SurvivesKexec, DevSize: info.Size}
 	b.Kind, b.Dev, b.Ino, b.Rdev, b.DaxUUID = KindDevDax, st.Dev, st.Ino, st.Rdev, info.UUID
 	b.Align = max(uint64(DefaultAlign), info.Align)
-	b.note("device-dax %s (%s), align %s", info.Name, info.Dir, formatSize(info.Align))
+	b.note("device-dax %s (%s), align %s", info.Name, info.Dir, memspec.FormatSize(info.Align))
 	if info.UUID == "" {
 		b.note("no namespace uuid in sysfs (%s/../uuid): identity falls back to the device number", info.Dir)
 	}

@@ -85,7 +85,7 @@ func printCheck(w io.Writer, res checkResult) {
 		}
 		align, class := "-", "-"
 		if b.Align != 0 {
-			align = configs.FormatSize(b.Align)
+			align = memspec.FormatSize(b.Align)
 		}
 		if b.Class != "" {
 			class = string(b.Class)
@@ -95,7 +95,7 @@ func printCheck(w io.Writer, res checkResult) {
 			verdict = "REFUSED: " + b.Reason
 			refused++
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", b.Block, backing, configs.FormatSize(b.Size), align, class, verdict)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", b.Block, backing, memspec.FormatSize(b.Size), align, class, verdict)
 	}
 	tw.Flush()
 	var notes []string

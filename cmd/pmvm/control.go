@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pmvm/pmvm/configs"
+	"github.com/pmvm/pmvm/pmem/memspec"
 	"github.com/pmvm/pmvm/vmm"
 )
 
@@ -85,7 +85,7 @@ func printStatus(w io.Writer, s *vmm.Status) {
 	fmt.Fprintf(w, "name:      %s\n", s.Name)
 	fmt.Fprintf(w, "runstate:  %s (since %s, %s)\n", s.RunState, s.Since.Format("15:04:05.000"), time.Since(s.Since).Round(time.Millisecond))
 	fmt.Fprintf(w, "vcpus:     %d\n", s.VCPUs)
-	fmt.Fprintf(w, "memory:    %s\n", configs.FormatSize(s.MemoryBytes))
+	fmt.Fprintf(w, "memory:    %s\n", memspec.FormatSize(s.MemoryBytes))
 	fmt.Fprintf(w, "uptime:    %s\n", s.Uptime.Round(time.Millisecond))
 	if s.Last.To != "" {
 		fmt.Fprintf(w, "last:      %s -> %s at %s (%s in %s)\n", s.Last.From, s.Last.To, s.Last.At.Format("15:04:05.000"), s.Last.Took.Round(time.Millisecond), s.Last.From)

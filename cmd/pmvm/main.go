@@ -22,6 +22,7 @@ import (
 	"github.com/pmvm/pmvm/guestpm"
 	"github.com/pmvm/pmvm/kexec"
 	"github.com/pmvm/pmvm/pmem"
+	"github.com/pmvm/pmvm/pmem/memspec"
 	"github.com/pmvm/pmvm/state"
 	"github.com/pmvm/pmvm/vmm"
 )
@@ -388,7 +389,7 @@ func runVM(cfg *configs.VM, host runHost, log zerolog.Logger, stdout, stderr io.
 	} else {
 		resumed <- nil
 	}
-	log.Info().Int("vcpus", cfg.VCPUs).Str("memory", configs.FormatSize(cfg.TotalMemory())).Bool("resume", incoming != nil).Msg("starting guest")
+	log.Info().Int("vcpus", cfg.VCPUs).Str("memory", memspec.FormatSize(cfg.TotalMemory())).Bool("resume", incoming != nil).Msg("starting guest")
 	outcome, err := m.Run(ctx)
 	if rerr := <-resumed; rerr != nil {
 		return vmm.OutcomeError, rerr

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pmvm/pmvm/configs"
+	"github.com/pmvm/pmvm/pmem/memspec"
 	"github.com/pmvm/pmvm/vmm"
 	"github.com/pmvm/pmvm/vmm/acpi"
 	"github.com/pmvm/pmvm/vmm/x86"
@@ -134,7 +135,7 @@ output = "stdout"
 socket = %q
 [control]
 socket = %q
-`, kernel, configs.FormatSize(size), backing, filepath.Join(dir, "agent.sock"), filepath.Join(dir, "control.sock"))
+`, kernel, memspec.FormatSize(size), backing, filepath.Join(dir, "agent.sock"), filepath.Join(dir, "control.sock"))
 }
 
 // PMVMConfig decodes and validates PMVMConfigText as `pmvm run` does.

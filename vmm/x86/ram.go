@@ -3,6 +3,8 @@ package x86
 import (
 	"fmt"
 	"strconv"
+
+	"github.com/pmvm/pmvm/pmem/memspec"
 )
 
 // RAMRange is one contiguous stretch of guest RAM: part (or all) of one
@@ -70,10 +72,10 @@ func PlaceRAM(blocks []RAMBlock) ([]RAMRange, error) {
 		case b.Size == 0:
 			return nil, fmt.Errorf("memory block %s has size 0", name)
 		case b.Align < MinRAMAlign || b.Align&(b.Align-1) != 0:
-			return nil, fmt.Errorf("memory block %s: its backing's alignment %d is not a power of two of at least %s; pmvm cannot place it", name, b.Align, sizeString(MinRAMAlign))
+			return nil, fmt.Errorf("memory block %s: its backing's alignment %d is not a power of two of at least %s; pmvm cannot place it", name, b.Align, memspec.FormatSize(MinRAMAlign))
 		case b.Size%b.Align != 0:
 			return nil, fmt.Errorf("memory block %s: size %s is not a multiple of its backing's alignment %s; make size a multiple of %s",
-				name, sizeString(b.Size), sizeString(b.Align), sizeString(b.Align))
+				name, memspec.FormatSize(b.Size), memspec.FormatSize(b.Align), memspec.FormatSize(b.Align))
 		}
 	}
 	if blocks[0].Size < MinFirstBlock {
@@ -99,7 +101,7 @@ func PlaceRAM(blocks []RAMBlock) ([]RAMRange, error) {
 		}
 		if i == 0 && next != 0 {
 			return nil, fmt.Errorf("the first memory block %s (%s, aligned to %s) cannot start at guest-physical 0 around the MMIO gap at 3-4 GiB; make it at most 3 GiB, or list a block with an alignment of at most 1 GiB first",
-				blockName(blocks, 0), sizeString(b.Size), sizeString(b.Align))
+				blockName(blocks, 0), memspec.FormatSize(b.Size), memspec.FormatSize(b.Align))
 		}
 		off := uint64(0)
 		for off < b.Size {
@@ -130,7 +132,7 @@ func alignUp(x, align uint64) (uint64, error) {
 }
 
 func placeErr(blocks []RAMBlock, i int) error {
-	return fmt.Errorf("memory block %s (%s, aligned to %s) does not fit below the top of the 64-bit guest-physical space; make the blocks smaller", blockName(blocks, i), sizeString(blocks[i].Size), sizeString(blocks[i].Align))
+	return fmt.Errorf("memory block %s (%s, aligned to %s) does not fit below the top of the 64-bit guest-physical space; make the blocks smaller", blockName(blocks, i), memspec.FormatSize(blocks[i].Size), memspec.FormatSize(blocks[i].Align))
 }
 
 // blockName names block i for messages: its name if it has one, else its index.
@@ -139,19 +141,6 @@ func blockName(blocks []RAMBlock, i int) string {
 		return strconv.Quote(blocks[i].Name)
 	}
 	return strconv.Itoa(i)
-}
-
-// sizeString formats n in the largest binary unit that divides it (1GiB, 2MiB, 4KiB).
-func sizeString(n uint64) string {
-	for _, u := range []struct {
-		name string
-		mult uint64
-	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
-		if n != 0 && n%u.mult == 0 {
-			return strconv.FormatUint(n/u.mult, 10) + u.name
-		}
-	}
-	return strconv.FormatUint(n, 10) + " bytes"
 }
 
 // E820 entry types.

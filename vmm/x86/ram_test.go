@@ -7,6 +7,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/pmvm/pmvm/pmem/memspec"
 )
 
 const kib = 1 << 10
@@ -161,7 +163,7 @@ func checkLayout(t *testing.T, blocks []RAMBlock, ram []RAMRange) {
 	prevEnd := uint64(0)
 	for i, r := range ram {
 		b := blocks[r.Block]
-		assert.Zero(t, r.GuestPhys%b.Align, "%s: slot %d of %q at %#x is %s aligned", names, i, b.Name, r.GuestPhys, sizeString(b.Align))
+		assert.Zero(t, r.GuestPhys%b.Align, "%s: slot %d of %q at %#x is %s aligned", names, i, b.Name, r.GuestPhys, memspec.FormatSize(b.Align))
 		assert.Zero(t, r.BlockOffset%b.Align, "%s: slot %d offset %#x", names, i, r.BlockOffset)
 		assert.Zero(t, r.Size%b.Align, "%s: slot %d size %#x", names, i, r.Size)
 		assert.NotZero(t, r.Size)
