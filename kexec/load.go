@@ -1,7 +1,6 @@
 package kexec
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +9,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/pmvm/pmvm/vmm/x86/bzimage"
 )
 
 // Files the loader reads; tests never change them.
@@ -166,37 +167,25 @@ func CheckKernel(kernel string) (*BzImage, error) {
 		return nil, fmt.Errorf("kernel: %w", err)
 	}
 	defer f.Close()
-	hdr := make([]byte, 0x268)
+	hdr := make([]byte, bzimage.HeaderSize)
 	if _, err := io.ReadFull(f, hdr); err != nil {
 		return nil, fmt.Errorf("kernel %s is not a bzImage: too short for a boot header", kernel)
 	}
-	if string(hdr[0x202:0x206]) != "HdrS" {
-		return nil, fmt.Errorf("kernel %s is not a bzImage (no \"HdrS\" boot header at 0x202; an ELF vmlinux cannot be loaded by kexec_file_load)", kernel)
+	h, err := bzimage.Parse(hdr)
+	if err != nil {
+		return nil, fmt.Errorf("kernel %s is not a bzImage (%v; an ELF vmlinux cannot be loaded by kexec_file_load)", kernel, err)
 	}
-	bz := &BzImage{
-		Protocol:   binary.LittleEndian.Uint16(hdr[0x206:]),
-		XLoadFlags: binary.LittleEndian.Uint16(hdr[0x236:]),
+	bz := &BzImage{Protocol: h.Protocol, XLoadFlags: h.XLoadFlags}
+	if bz.Protocol < bzimage.MinProtocol64 {
+		return bz, fmt.Errorf("kernel %s has boot protocol %s; kexec_file_load needs 2.12 or newer", kernel, h.ProtocolString())
 	}
-	if bz.Protocol < 0x020c {
-		return bz, fmt.Errorf("kernel %s has boot protocol %d.%02d; kexec_file_load needs 2.12 or newer", kernel, bz.Protocol>>8, bz.Protocol&0xff)
-	}
-	const xlfKernel64, xlfAbove4G = 1 << 0, 1 << 1
-	if bz.XLoadFlags&xlfKernel64 == 0 {
+	if bz.XLoadFlags&bzimage.XLFKernel64 == 0 {
 		return bz, fmt.Errorf("kernel %s is not a 64-bit kernel (xloadflags %#x)", kernel, bz.XLoadFlags)
 	}
-	if bz.XLoadFlags&xlfAbove4G == 0 {
+	if bz.XLoadFlags&bzimage.XLFAbove4G == 0 {
 		return bz, fmt.Errorf("kernel %s cannot be loaded above 4GiB (xloadflags %#x); kexec_file_load needs that", kernel, bz.XLoadFlags)
 	}
-	// kernel_version: offset at 0x20e points (from 0x200) to a C string.
-	if off := binary.LittleEndian.Uint16(hdr[0x20e:]); off != 0 {
-		buf := make([]byte, 128)
-		if n, _ := f.ReadAt(buf, int64(off)+0x200); n > 0 {
-			s := string(buf[:n])
-			if i := strings.IndexByte(s, 0); i >= 0 {
-				bz.Version = s[:i]
-			}
-		}
-	}
+	bz.Version = h.KernelVersion(f)
 	return bz, nil
 }
 

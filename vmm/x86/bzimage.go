@@ -2,12 +2,16 @@ package x86
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
+
+	"github.com/pmvm/pmvm/vmm/x86/bzimage"
 )
 
-// Offsets in struct boot_params (Documentation/arch/x86/zero-page.rst) and in
-// its embedded setup header (Documentation/arch/x86/boot.rst).
+// Offsets in struct boot_params (Documentation/arch/x86/zero-page.rst); those
+// of its embedded setup header (Documentation/arch/x86/boot.rst) are
+// package bzimage's, which kexec reads too.
 const (
 	zpACPIRSDPAddr    = 0x070
 	zpExtRamdiskImage = 0x0c0
@@ -17,36 +21,16 @@ const (
 	zpE820Table       = 0x2d0
 	maxE820Entries    = 128
 	e820EntrySize     = 20
+	zeroPageSize      = 0x1000 // sizeof(struct boot_params)
 
-	hdrStart           = 0x1f1
-	hdrSetupSects      = 0x1f1
-	hdrVidMode         = 0x1fa
-	hdrJumpEnd         = 0x201 // the byte here + 0x202 is the header's end
-	hdrMagic           = 0x202
-	hdrVersion         = 0x206
-	hdrTypeOfLoader    = 0x210
-	hdrLoadFlags       = 0x211
-	hdrRamdiskImage    = 0x218
-	hdrRamdiskSize     = 0x21c
-	hdrHeapEndPtr      = 0x224
-	hdrCmdLinePtr      = 0x228
-	hdrInitrdAddrMax   = 0x22c
-	hdrRelocatable     = 0x234
-	hdrXLoadFlags      = 0x236
-	hdrCmdlineSize     = 0x238
-	hdrInitSize        = 0x260
-	zeroPageSize       = 0x1000
-	loadFlagLoadedHigh = 0x01
-	loadFlagCanUseHeap = 0x80
-	xlfKernel64        = 0x01
-	minBootProtocol    = 0x020c // 2.12: 64-bit entry (XLF_KERNEL_64)
-	entry64Offset      = 0x200  // startup_64 is 0x200 past the protected-mode start
+	entry64Offset = 0x200 // startup_64 is 0x200 past the protected-mode start
 )
 
 // Kernel is a parsed bzImage.
 type Kernel struct {
 	image       []byte
 	setupSize   int // real-mode part, skipped: we enter at 64-bit
+	hdrEnd      int // offset just past the setup header
 	Version     uint16
 	CmdlineSize uint32
 	InitrdMax   uint32
@@ -60,31 +44,27 @@ func ParseBzImage(image []byte) (*Kernel, error) {
 	if len(image) < 0x1000 {
 		return nil, fmt.Errorf("kernel image is %d bytes: too small to be a bzImage", len(image))
 	}
-	if string(image[hdrMagic:hdrMagic+4]) != "HdrS" {
+	h, err := bzimage.Parse(image)
+	if errors.Is(err, bzimage.ErrNoMagic) {
 		return nil, fmt.Errorf("kernel image has no \"HdrS\" setup header: not a bzImage (pmvm boots bzImage files such as /boot/vmlinuz-*)")
+	} else if err != nil {
+		return nil, fmt.Errorf("kernel image: %w", err)
 	}
-	k := &Kernel{image: image, Version: binary.LittleEndian.Uint16(image[hdrVersion:])}
-	if k.Version < minBootProtocol {
-		return nil, fmt.Errorf("kernel speaks boot protocol %d.%02d; pmvm needs 2.12 or newer (Linux 3.8+)", k.Version>>8, k.Version&0xff)
+	k := &Kernel{image: image, Version: h.Protocol, hdrEnd: h.End}
+	if k.Version < bzimage.MinProtocol64 {
+		return nil, fmt.Errorf("kernel speaks boot protocol %s; pmvm needs 2.12 or newer (Linux 3.8+)", h.ProtocolString())
 	}
-	if image[hdrXLoadFlags]&xlfKernel64 == 0 {
+	if h.XLoadFlags&bzimage.XLFKernel64 == 0 {
 		return nil, fmt.Errorf("kernel has no 64-bit entry point (XLF_KERNEL_64 not set): use a 64-bit x86 kernel")
 	}
-	if image[hdrLoadFlags]&loadFlagLoadedHigh == 0 {
+	if h.LoadFlags&bzimage.LoadFlagLoadedHigh == 0 {
 		return nil, fmt.Errorf("kernel is a zImage (not loaded high): use a bzImage")
 	}
-	sects := int(image[hdrSetupSects])
-	if sects == 0 {
-		sects = 4
-	}
-	k.setupSize = (sects + 1) * 512
+	k.setupSize = h.SetupSize()
 	if k.setupSize >= len(image) {
 		return nil, fmt.Errorf("kernel setup (%d bytes) is larger than the image (%d bytes): truncated file?", k.setupSize, len(image))
 	}
-	k.CmdlineSize = binary.LittleEndian.Uint32(image[hdrCmdlineSize:])
-	k.InitrdMax = binary.LittleEndian.Uint32(image[hdrInitrdAddrMax:])
-	k.InitSize = binary.LittleEndian.Uint32(image[hdrInitSize:])
-	k.Relocatable = image[hdrRelocatable] != 0
+	k.CmdlineSize, k.InitrdMax, k.InitSize, k.Relocatable = h.CmdlineSize, h.InitrdMax, h.InitSize, h.Relocatable
 	return k, nil
 }
 
@@ -144,16 +124,15 @@ func (k *Kernel) Load(mem io.WriterAt, spec BootSpec) (*Boot, error) {
 	}
 
 	zp := make([]byte, zeroPageSize)
-	hdrEnd := 0x202 + int(k.image[hdrJumpEnd])
-	if hdrEnd > zeroPageSize || hdrEnd > len(k.image) {
-		return nil, fmt.Errorf("kernel setup header claims to end at %#x: corrupt image", hdrEnd)
+	if k.hdrEnd > zeroPageSize || k.hdrEnd > len(k.image) {
+		return nil, fmt.Errorf("kernel setup header claims to end at %#x: corrupt image", k.hdrEnd)
 	}
-	copy(zp[hdrStart:hdrEnd], k.image[hdrStart:hdrEnd])
-	binary.LittleEndian.PutUint16(zp[hdrVidMode:], 0xffff) // "normal" text mode
-	zp[hdrTypeOfLoader] = 0xff                             // undefined boot loader
-	zp[hdrLoadFlags] |= loadFlagCanUseHeap
-	binary.LittleEndian.PutUint16(zp[hdrHeapEndPtr:], 0xfe00)
-	binary.LittleEndian.PutUint32(zp[hdrCmdLinePtr:], CmdlineAddr)
+	copy(zp[bzimage.HeaderStart:k.hdrEnd], k.image[bzimage.HeaderStart:k.hdrEnd])
+	binary.LittleEndian.PutUint16(zp[bzimage.OffVidMode:], 0xffff) // "normal" text mode
+	zp[bzimage.OffTypeOfLoader] = 0xff                             // undefined boot loader
+	zp[bzimage.OffLoadFlags] |= bzimage.LoadFlagCanUseHeap
+	binary.LittleEndian.PutUint16(zp[bzimage.OffHeapEndPtr:], 0xfe00)
+	binary.LittleEndian.PutUint32(zp[bzimage.OffCmdLinePtr:], CmdlineAddr)
 	binary.LittleEndian.PutUint32(zp[zpExtCmdLinePtr:], 0)
 	binary.LittleEndian.PutUint64(zp[zpACPIRSDPAddr:], spec.RSDPAddr)
 
@@ -174,8 +153,8 @@ func (k *Kernel) Load(mem io.WriterAt, spec BootSpec) (*Boot, error) {
 			return nil, fmt.Errorf("load initrd: %w", err)
 		}
 		b.InitrdAddr = addr
-		binary.LittleEndian.PutUint32(zp[hdrRamdiskImage:], uint32(addr))
-		binary.LittleEndian.PutUint32(zp[hdrRamdiskSize:], uint32(size))
+		binary.LittleEndian.PutUint32(zp[bzimage.OffRamdiskImage:], uint32(addr))
+		binary.LittleEndian.PutUint32(zp[bzimage.OffRamdiskSize:], uint32(size))
 		binary.LittleEndian.PutUint32(zp[zpExtRamdiskImage:], uint32(addr>>32))
 		binary.LittleEndian.PutUint32(zp[zpExtRamdiskSize:], uint32(size>>32))
 	}

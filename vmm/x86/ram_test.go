@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pmvm/pmvm/pmem/memspec"
+	"github.com/pmvm/pmvm/vmm/x86/bzimage"
 )
 
 const kib = 1 << 10
@@ -324,15 +325,15 @@ func TestE820MatchesSlots(t *testing.T) {
 // fakeBzImage builds the smallest image with a valid 2.15 setup header.
 func fakeBzImage(pmSize int) []byte {
 	img := make([]byte, 5*512+pmSize)
-	img[hdrSetupSects] = 4
-	img[hdrJumpEnd] = 0x6a // header ends at 0x26c
-	copy(img[hdrMagic:], "HdrS")
-	binary.LittleEndian.PutUint16(img[hdrVersion:], 0x020f)
-	img[hdrLoadFlags] = loadFlagLoadedHigh
-	img[hdrXLoadFlags] = xlfKernel64
-	binary.LittleEndian.PutUint32(img[hdrInitrdAddrMax:], 0x7fffffff)
-	binary.LittleEndian.PutUint32(img[hdrCmdlineSize:], 2047)
-	binary.LittleEndian.PutUint32(img[hdrInitSize:], 8*mib)
+	img[bzimage.OffSetupSects] = 4
+	img[bzimage.OffJump] = 0x6a // header ends at 0x26c
+	copy(img[bzimage.OffMagic:], "HdrS")
+	binary.LittleEndian.PutUint16(img[bzimage.OffVersion:], 0x020f)
+	img[bzimage.OffLoadFlags] = bzimage.LoadFlagLoadedHigh
+	img[bzimage.OffXLoadFlags] = bzimage.XLFKernel64
+	binary.LittleEndian.PutUint32(img[bzimage.OffInitrdMax:], 0x7fffffff)
+	binary.LittleEndian.PutUint32(img[bzimage.OffCmdlineSize:], 2047)
+	binary.LittleEndian.PutUint32(img[bzimage.OffInitSize:], 8*mib)
 	for i := 5 * 512; i < len(img); i++ {
 		img[i] = 0xcc
 	}
@@ -359,12 +360,12 @@ func TestLoadWritesTheZeroPage(t *testing.T) {
 	assert.Equal(t, byte(0xcc), mem[HighMemStart])
 	assert.Equal(t, "console=ttyS0\x00", string(mem[CmdlineAddr:CmdlineAddr+14]))
 	zp := mem[ZeroPageAddr : ZeroPageAddr+zeroPageSize]
-	assert.Equal(t, "HdrS", string(zp[hdrMagic:hdrMagic+4]))
-	assert.Equal(t, uint32(CmdlineAddr), binary.LittleEndian.Uint32(zp[hdrCmdLinePtr:]))
-	assert.Equal(t, byte(0xff), zp[hdrTypeOfLoader])
+	assert.Equal(t, "HdrS", string(zp[bzimage.OffMagic:bzimage.OffMagic+4]))
+	assert.Equal(t, uint32(CmdlineAddr), binary.LittleEndian.Uint32(zp[bzimage.OffCmdLinePtr:]))
+	assert.Equal(t, byte(0xff), zp[bzimage.OffTypeOfLoader])
 	assert.Equal(t, uint64(0xe0000), binary.LittleEndian.Uint64(zp[zpACPIRSDPAddr:]))
-	rdAddr := binary.LittleEndian.Uint32(zp[hdrRamdiskImage:])
-	assert.Equal(t, uint32(len(initrd)), binary.LittleEndian.Uint32(zp[hdrRamdiskSize:]))
+	rdAddr := binary.LittleEndian.Uint32(zp[bzimage.OffRamdiskImage:])
+	assert.Equal(t, uint32(len(initrd)), binary.LittleEndian.Uint32(zp[bzimage.OffRamdiskSize:]))
 	assert.Equal(t, string(initrd), string(mem[rdAddr:int(rdAddr)+len(initrd)]))
 	assert.Zero(t, rdAddr%4096, "initrd page aligned")
 	assert.Equal(t, byte(len(b.E820)), zp[zpE820Entries])
@@ -382,11 +383,11 @@ func TestParseBzImageRefusals(t *testing.T) {
 	_, err = ParseBzImage(make([]byte, 8192))
 	assert.ErrorContains(t, err, "not a bzImage")
 	old := fakeBzImage(4096)
-	binary.LittleEndian.PutUint16(old[hdrVersion:], 0x0206)
+	binary.LittleEndian.PutUint16(old[bzimage.OffVersion:], 0x0206)
 	_, err = ParseBzImage(old)
 	assert.ErrorContains(t, err, "2.12")
 	no64 := fakeBzImage(4096)
-	no64[hdrXLoadFlags] = 0
+	no64[bzimage.OffXLoadFlags] = 0
 	_, err = ParseBzImage(no64)
 	assert.ErrorContains(t, err, "64-bit")
 }
