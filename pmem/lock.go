@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/pmvm/pmvm/pmem/flock"
 )
 
 // DefaultLockDir holds one record per locked backing, naming the process
@@ -31,8 +33,8 @@ func lockDirOf(dir string) string {
 // Region of this one) holds the backing.
 var ErrInUse = errors.New("memory backing is in use")
 
-// The lock on a backing is flock(LOCK_EX|LOCK_NB) on the open file or device
-// itself: it works the same for regular files, tmpfs, hugetlbfs and
+// The lock on a backing is flock(LOCK_EX|LOCK_NB) (package flock) on the
+// open file or device itself: it works the same for regular files, tmpfs, hugetlbfs and
 // device-dax character devices, follows the inode whatever path reached it,
 // survives exec (restart mode hands the descriptor on) and goes away by
 // itself when the holder dies. flock does not say who holds it, so the
@@ -59,22 +61,14 @@ func lockKey(b *Backing) string {
 // record. Refused: the error names the holder.
 func lockBacking(spec Spec, f *os.File, b *Backing) (*backingLock, error) {
 	h := spec.hostOrReal()
-	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			break
+	if err := flock.TryExclusive(f); errors.Is(err, flock.ErrHeld) {
+		holder := holderOf(h, spec.LockDir, b)
+		if holder == "" {
+			holder = "another process (not named in " + h.locks + ")"
 		}
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			holder := holderOf(h, spec.LockDir, b)
-			if holder == "" {
-				holder = "another process (not named in " + h.locks + ")"
-			}
-			return nil, spec.refuse(ErrInUse, "is in use by %s; two VMs must never map the same guest memory: stop that VM first, or give this block another backing", holder)
-		}
-		return nil, spec.errorf("flock: %w", err)
+		return nil, spec.refuse(ErrInUse, "is in use by %s; two VMs must never map the same guest memory: stop that VM first, or give this block another backing", holder)
+	} else if err != nil {
+		return nil, spec.errorf("%w", err)
 	}
 	l := &backingLock{}
 	dir := lockDirOf(spec.LockDir)

@@ -28,7 +28,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"syscall"
+
+	"github.com/pmvm/pmvm/pmem/flock"
 )
 
 // CacheEnv names the environment variable that overrides the cache directory.
@@ -80,14 +81,11 @@ func lockCache(cache string) (func(), error) {
 	if err != nil {
 		return nil, fmt.Errorf("lab: open cache lock: %w", err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+	if err := flock.Exclusive(f); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("lab: lock cache: %w", err)
 	}
-	return func() {
-		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-		f.Close()
-	}, nil
+	return func() { f.Close() }, nil // closing drops the lock
 }
 
 // writeFileAtomic writes data to path via a temporary file and a rename, so a

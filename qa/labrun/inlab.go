@@ -12,9 +12,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
+	"github.com/pmvm/pmvm/pmem/flock"
 	"github.com/pmvm/pmvm/qa/lab"
 )
 
@@ -429,9 +429,9 @@ func lockLabHost(cache, pkg string) (func(), error) {
 	if err != nil {
 		return nil, fmt.Errorf("labrun lock: %w", err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	if err := flock.TryExclusive(f); err != nil {
 		fmt.Printf("labrun: %s: waiting for another package's lab host to finish\n", pkg)
-		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		if err := flock.Exclusive(f); err != nil {
 			f.Close()
 			return nil, fmt.Errorf("labrun lock: %w", err)
 		}

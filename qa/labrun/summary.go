@@ -8,7 +8,8 @@ import (
 	"os"
 	"sort"
 	"strings"
-	"syscall"
+
+	"github.com/pmvm/pmvm/pmem/flock"
 )
 
 // SummaryEnv names the file (JSON lines) that collects test records for
@@ -51,7 +52,7 @@ func Append(r Record) {
 		return
 	}
 	defer f.Close()
-	syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
+	_ = flock.Exclusive(f) // keeps concurrent packages' records from interleaving; best effort
 	f.Write(append(b, '\n'))
 }
 
