@@ -57,11 +57,14 @@ func openMemfd(spec Spec, b *Backing) (*Region, error) {
 	return newRegion(spec, b, mem, addr, f, nil), nil
 }
 
-// openPath opens, classifies (again, from the open descriptor: what was
-// probed may have changed), locks and maps a file or device-dax backing.
-// A file it created is removed again if anything fails.
+// openPath opens, classifies (through the open descriptor: once, and on
+// what is mapped), locks and maps a file or device-dax backing. A file it
+// created is removed again if anything fails.
 func openPath(spec Spec) (*Region, error) {
 	path := spec.Backing
+	if err := refuseBeforeOpen(spec, spec.hostOrReal()); err != nil {
+		return nil, err
+	}
 	f, created, err := openOrCreate(spec)
 	if err != nil {
 		return nil, err
@@ -145,31 +148,45 @@ func newRegion(spec Spec, b *Backing, mem []byte, addr uintptr, f *os.File, lock
 	}
 }
 
-// openOrCreate opens the backing read-write. With spec.Create it creates a
-// missing file (O_EXCL, so it never takes over a file someone else just
-// made, and never truncates one). Devices are only ever opened.
+// openOrCreate opens the backing read-write. A missing file is judged from
+// its directory (may it be created, would it honour the mode) and then,
+// with spec.Create, created (O_EXCL, so it never takes over a file someone
+// else just made, and never truncates one). Devices are only ever opened.
 func openOrCreate(spec Spec) (f *os.File, created bool, err error) {
 	path := spec.Backing
-	if spec.Create {
-		f, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
-		if err == nil {
-			return f, true, nil
-		}
-		if !errors.Is(err, fs.ErrExist) {
-			return nil, false, spec.errorf("create: %w", unwrapPath(err))
-		}
-		// It exists: use it as it is, like Create=false.
-	}
 	f, err = os.OpenFile(path, os.O_RDWR, 0)
 	switch {
 	case err == nil:
 		return f, false, nil
-	case errors.Is(err, fs.ErrNotExist) && !spec.Create:
-		return nil, false, spec.refuse(err, "backing file does not exist; set create = true in the config to create it, or create it yourself (truncate -s %s %s)",
-			memspec.FormatSize(spec.Size), path)
-	default:
+	case errors.Is(err, fs.ErrPermission):
+		return nil, false, spec.errorf("cannot be opened for reading and writing by this user: %w", unwrapPath(err))
+	case errors.Is(err, unix.EISDIR):
+		return nil, false, spec.errorf("is a directory; backing must name a file or a device-dax device")
+	case !errors.Is(err, fs.ErrNotExist):
 		return nil, false, spec.errorf("open: %w", unwrapPath(err))
 	}
+	// Refuse before creating: nothing is left behind for a refusal.
+	b, err := probeNew(spec, spec.hostOrReal())
+	if err != nil {
+		return nil, false, err
+	}
+	if err := finish(spec, b); err != nil {
+		return nil, false, err
+	}
+	if err := spec.judge(b); err != nil {
+		return nil, false, err
+	}
+	f, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err == nil {
+		return f, true, nil
+	}
+	if errors.Is(err, fs.ErrExist) {
+		// Someone made it meanwhile: use it as it is, like Create=false.
+		if f, err = os.OpenFile(path, os.O_RDWR, 0); err == nil {
+			return f, false, nil
+		}
+	}
+	return nil, false, spec.errorf("create: %w", unwrapPath(err))
 }
 
 // unwrapPath drops the *fs.PathError layer (its path is already in our

@@ -160,26 +160,34 @@ func (r *Region) what() string { return describe(r.Name, r.Kind, r.Path) }
 
 // Open maps the backing that spec describes, MAP_SHARED (anonymous memory
 // may be private) at a host address aligned to the backing's alignment.
-// Before anything is created or mapped it refuses a backing that cannot
-// honour spec.Mode, a size or alignment that does not fit, and a backing
-// another process holds. Errors name the block and its backing, and say
-// what to do.
+// It refuses a backing that cannot honour spec.Mode, a size or alignment
+// that does not fit, and a backing another process holds; a file it would
+// create is judged from its directory before it is created. Errors name the
+// block and its backing, and say what to do.
+//
+// An existing file or device is classified once, through the descriptor
+// that is then locked and mapped (not through its path, which could name
+// other memory by then): callers that need a verdict before opening (the
+// VMM refuses a VM before it joins its cgroup) use Check or Verdicts, and
+// compare what they planned with the Region.
 func Open(spec Spec) (*Region, error) {
-	pre, err := Probe(spec)
-	if err != nil {
+	if err := spec.check(); err != nil {
 		return nil, err
 	}
-	if err := spec.judge(pre); err != nil {
-		return nil, err
-	}
-	switch spec.kind() {
-	case KindAnonymous:
-		return openAnonymous(spec, pre)
-	case KindMemfd:
-		return openMemfd(spec, pre)
-	default:
+	if spec.kind() == KindFile {
 		return openPath(spec)
 	}
+	b := describeSpecial(spec)
+	if err := finish(spec, b); err != nil {
+		return nil, err
+	}
+	if err := spec.judge(b); err != nil {
+		return nil, err
+	}
+	if spec.kind() == KindMemfd {
+		return openMemfd(spec, b)
+	}
+	return openAnonymous(spec, b)
 }
 
 // judge refuses b when it cannot honour spec.Mode.

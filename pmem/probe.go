@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -63,17 +64,8 @@ func Probe(spec Spec) (*Backing, error) {
 	if err := spec.check(); err != nil {
 		return nil, err
 	}
-	var b *Backing
-	switch spec.kind() {
-	case KindAnonymous:
-		b = &Backing{Identity: Identity{Kind: KindAnonymous}, Class: Volatile, Exists: true}
-		if spec.Shared {
-			b.note("shared anonymous memory still dies with the process")
-		}
-	case KindMemfd:
-		b = &Backing{Identity: Identity{Kind: KindMemfd}, Class: SurvivesRestart, Exists: true}
-		b.note("created at start; survives a restart only when the new VMM inherits its descriptor")
-	default:
+	b := describeSpecial(spec)
+	if b == nil {
 		var err error
 		if b, err = probePath(spec); err != nil {
 			return nil, err
@@ -83,6 +75,24 @@ func Probe(spec Spec) (*Backing, error) {
 		return nil, err
 	}
 	return b, nil
+}
+
+// describeSpecial describes an anonymous or memfd backing, which the spec
+// alone defines; nil for a path backing, which must be looked at.
+func describeSpecial(spec Spec) *Backing {
+	switch spec.kind() {
+	case KindAnonymous:
+		b := &Backing{Identity: Identity{Kind: KindAnonymous}, Class: Volatile, Exists: true}
+		if spec.Shared {
+			b.note("shared anonymous memory still dies with the process")
+		}
+		return b
+	case KindMemfd:
+		b := &Backing{Identity: Identity{Kind: KindMemfd}, Class: SurvivesRestart, Exists: true}
+		b.note("created at start; survives a restart only when the new VMM inherits its descriptor")
+		return b
+	}
+	return nil
 }
 
 // finish fills in what every kind shares, applies the opt-in and checks that
@@ -163,9 +173,15 @@ func fit(spec Spec, b *Backing) error {
 // the huge page size or device alignment).
 var ErrMisfit = errors.New("memory block does not fit its backing")
 
+// probeCount counts classifications of existing backings, by path
+// (probePath) and through a descriptor (Open), so that a test can hold
+// Open to one look at what it maps.
+var probeCount struct{ byPath, byFD atomic.Int64 }
+
 // probePath probes a path backing: an existing file or device, or a file to
 // be created.
 func probePath(spec Spec) (*Backing, error) {
+	probeCount.byPath.Add(1)
 	h := spec.hostOrReal()
 	path := spec.Backing
 	var st unix.Stat_t
@@ -243,16 +259,15 @@ type facts struct {
 // fd when fd >= 0 (the file Open holds; the authoritative answer), else
 // through spec.Backing.
 func inspect(spec Spec, h *host, fd int, st *unix.Stat_t) (*Backing, error) {
+	if fd >= 0 {
+		probeCount.byFD.Add(1)
+	}
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
 	case unix.S_IFCHR:
 		return inspectDevDax(spec, h, st)
-	case unix.S_IFDIR:
-		return nil, spec.errorf("is a directory; backing must name a file or a device-dax device")
-	case unix.S_IFBLK:
-		return nil, spec.errorf("is a block device; pmvm maps persistent memory as device-dax (ndctl create-namespace -m devdax, then /dev/daxX.Y) or as a file on a DAX filesystem (-m fsdax, mount -o dax=always)")
 	default:
-		return nil, spec.errorf("is not a regular file or a device-dax device (mode %#o)", st.Mode&unix.S_IFMT)
+		return nil, refuseFileType(spec, st)
 	}
 	f := facts{dev: st.Dev, ino: st.Ino, size: st.Size}
 	var stx unix.Statx_t
@@ -285,6 +300,39 @@ func inspect(spec Spec, h *host, fd int, st *unix.Stat_t) (*Backing, error) {
 	}
 	f.mount, f.mountErr = lookupMount(h, real, mntID, st.Dev)
 	return classifyRegular(spec, h, &f, true)
+}
+
+// refuseFileType refuses what is neither a regular file nor a character
+// device (which inspectDevDax judges).
+func refuseFileType(spec Spec, st *unix.Stat_t) error {
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG, unix.S_IFCHR:
+		return nil
+	case unix.S_IFDIR:
+		return spec.errorf("is a directory; backing must name a file or a device-dax device")
+	case unix.S_IFBLK:
+		return spec.errorf("is a block device; pmvm maps persistent memory as device-dax (ndctl create-namespace -m devdax, then /dev/daxX.Y) or as a file on a DAX filesystem (-m fsdax, mount -o dax=always)")
+	default:
+		return spec.errorf("is not a regular file or a device-dax device (mode %#o)", st.Mode&unix.S_IFMT)
+	}
+}
+
+// refuseBeforeOpen refuses, from a stat of the path, what Open must not
+// even open: a directory, a block device, a character device that is not a
+// device-dax instance (opening some devices acts: a watchdog starts). It is
+// a guard, not a probe: Open classifies the backing through the descriptor
+// it opens next. A missing or unreadable path is left to the open, which
+// says what is wrong.
+func refuseBeforeOpen(spec Spec, h *host) error {
+	var st unix.Stat_t
+	if err := unix.Stat(spec.Backing, &st); err != nil {
+		return nil
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFCHR {
+		_, err := inspectDevDax(spec, h, &st)
+		return err
+	}
+	return refuseFileType(spec, &st)
 }
 
 // lookupMount finds the mount holding path in the host's mountinfo.
@@ -443,7 +491,7 @@ func checkOne(spec Spec, notes bool) (BlockReport, error) {
 	br := BlockReport{Block: spec.Name, Backing: spec.Backing, Kind: spec.kind(), Size: spec.Size}
 	b, err := Probe(spec)
 	if err == nil {
-		br.Kind, br.Align, br.Class, br.Notes = b.Kind, b.Align, b.Class, b.Notes
+		br.Kind, br.Align, br.Class, br.Missing, br.Notes = b.Kind, b.Align, b.Class, !b.Exists, b.Notes
 		id := b.Identity
 		br.Identity = &id
 		err = spec.judge(b)
@@ -478,7 +526,10 @@ type BlockReport struct {
 	Size    uint64 `json:"size"`            // bytes
 	Align   uint64 `json:"align,omitempty"` // bytes; 0 when the probe failed
 	Class   Class  `json:"class,omitempty"` // "" when the probe failed
-	OK      bool   `json:"ok"`
+	// Missing: the file does not exist yet; Open will create it
+	// (create = true).
+	Missing bool `json:"missing,omitempty"`
+	OK      bool `json:"ok"`
 	// Reason says why the block is refused and what to use instead.
 	Reason   string    `json:"reason,omitempty"`
 	Notes    []string  `json:"notes,omitempty"`

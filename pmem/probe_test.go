@@ -92,6 +92,7 @@ func TestTmpfsOwnMount(t *testing.T) {
 	require.Equal(t, KindTmpfs, br.Kind)
 	require.Equal(t, SurvivesRestart, br.Class)
 	require.Contains(t, strings.Join(br.Notes, "; "), "does not exist yet")
+	require.True(t, br.Missing, "the report says the file is still to be created")
 	require.NoFileExists(t, path, "Check creates nothing")
 
 	spec.Mode = memspec.ModeReboot
@@ -270,4 +271,25 @@ func TestCheckReportsEveryBlock(t *testing.T) {
 func TestUnknownModeRefused(t *testing.T) {
 	_, err := Probe(Spec{Name: "ram0", Size: 2 * mib, Backing: memspec.BackingAnonymous, Mode: "suspend"})
 	require.ErrorContains(t, err, `mode "suspend" is not one of`)
+}
+
+// Open classifies an existing backing once, through the descriptor it then
+// locks and maps, never through the path; Check looks through the path,
+// once per block.
+func TestOpenProbesTheDescriptorOnce(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ram0")
+	require.NoError(t, os.WriteFile(path, make([]byte, 2*mib), 0o600))
+	spec := Spec{Name: "ram0", Size: 2 * mib, Backing: path, Shared: true, LockDir: t.TempDir()}
+
+	byPath, byFD := probeCount.byPath.Load(), probeCount.byFD.Load()
+	r, err := Open(spec)
+	require.NoError(t, err)
+	require.NoError(t, r.Close())
+	require.Equal(t, byPath, probeCount.byPath.Load(), "Open looked at the path")
+	require.Equal(t, byFD+1, probeCount.byFD.Load(), "Open classified the descriptor once")
+
+	_, err = Check(spec)
+	require.NoError(t, err)
+	require.Equal(t, byPath+1, probeCount.byPath.Load(), "Check looks at the path once")
+	require.Equal(t, byFD+1, probeCount.byFD.Load(), "Check opens nothing")
 }

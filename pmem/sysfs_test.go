@@ -173,11 +173,18 @@ func TestProbeDevDaxFakeSysfs(t *testing.T) {
 	require.ErrorContains(t, err, "this backing is device-dax, classified survives-kexec on its own: remove the setting")
 }
 
-// Any other character device is refused, naming what it is.
+// Any other character device is refused, naming what it is, by Probe and
+// by Open (which refuses it from a stat, before opening: opening some
+// devices acts).
 func TestProbeCharDeviceNotDax(t *testing.T) {
-	_, err := Probe(Spec{Name: "ram0", Size: 2 * mib, Backing: "/dev/null", Shared: true})
+	spec := Spec{Name: "ram0", Size: 2 * mib, Backing: "/dev/null", Shared: true}
+	_, err := Probe(spec)
 	require.ErrorIs(t, err, errNotDax)
 	require.ErrorContains(t, err, `memory block "ram0" (/dev/null): is a character device (1:3) but not a device-dax instance: its sysfs subsystem is "mem"`)
+	byFD := probeCount.byFD.Load()
+	_, err = Open(spec)
+	require.ErrorIs(t, err, errNotDax)
+	require.Equal(t, byFD, probeCount.byFD.Load(), "refused before it was opened")
 }
 
 // A missing /dev/daxX.Y is never created, whatever create says.

@@ -30,6 +30,9 @@ type Options struct {
 	Console io.Writer
 	// Agent carries COM2 (the guest agent line); nil leaves COM2 unconnected.
 	Agent *SerialPort
+	// Memory are the verdicts Preflight or CheckIncoming made on this
+	// config's memory; nil: New probes the backings itself.
+	Memory *pmem.Report
 }
 
 // Machine is one virtual machine. Create it with New, start the guest with
@@ -130,7 +133,7 @@ func New(cfg *configs.VM, opt Options) (_ *Machine, err error) {
 	specs := MemorySpecs(cfg)
 	// Refuse the whole VM, naming every block that cannot honour its mode,
 	// before anything is mapped.
-	rep, err := pmem.Verdicts(specs...)
+	rep, err := memoryVerdicts(specs, opt.Memory)
 	if err != nil {
 		return nil, err
 	}

@@ -88,13 +88,13 @@ func TestCheckIncomingComparesTheRAMLayout(t *testing.T) {
 		return path
 	}
 
-	in, err := CheckIncoming(cfg, write(now))
+	in, err := CheckIncoming(cfg, write(now), nil)
 	require.NoError(t, err, "the same layout resumes")
 	assert.Equal(t, now, in.rec.RAM)
 
 	moved := append([]x86.RAMRange(nil), now...)
 	moved[1].GuestPhys = gib
-	_, err = CheckIncoming(cfg, write(moved))
+	_, err = CheckIncoming(cfg, write(moved), nil)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), `cannot resume VM "vm": the guest-physical RAM layout this pmvm builds for the config differs`)
 	assert.Contains(t, err.Error(), `slot 1: saved block "ram1" bytes 0x0-0x8000000 at guest-physical 0x40000000-0x48000000, now block "ram1" bytes 0x0-0x8000000 at guest-physical 0x4000000-0xc000000`)

@@ -15,21 +15,24 @@ import (
 // probe, nothing created), the kernel is a bzImage and the initrd a
 // readable file (not for a resume: the guest wakes from its own memory),
 // and, last, that this host has a usable KVM. A bad config or file is
-// reported as such even on a host without KVM.
-func Preflight(cfg *configs.VM, resuming bool) error {
-	if _, err := pmem.Verdicts(MemorySpecs(cfg)...); err != nil {
-		return err
+// reported as such even on a host without KVM. It returns the memory
+// verdicts, for CheckIncoming and New (Options.Memory): they do not probe
+// the backings again.
+func Preflight(cfg *configs.VM, resuming bool) (*pmem.Report, error) {
+	rep, err := pmem.Verdicts(MemorySpecs(cfg)...)
+	if err != nil {
+		return nil, err
 	}
 	if !resuming {
 		if err := CheckBootFiles(cfg.Boot); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	sys, err := kvm.OpenSystem()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return sys.Close()
+	return &rep, sys.Close()
 }
 
 // CheckBootFiles checks that the kernel parses as a 64-bit bzImage and
@@ -58,4 +61,27 @@ func CheckBootFiles(b configs.Boot) error {
 		return fmt.Errorf("initrd %s is not a regular file (%v)", b.Initrd, st.Mode().Type())
 	}
 	return nil
+}
+
+// memoryVerdicts returns given, the verdicts an earlier step made on
+// specs (Preflight, CheckIncoming), or probes the backings now, when there
+// are none; the error then names every block refused. Backings are opened,
+// and classified through the descriptor that is mapped, only by pmem.Open.
+func memoryVerdicts(specs []pmem.Spec, given *pmem.Report) (*pmem.Report, error) {
+	if given == nil {
+		rep, err := pmem.Verdicts(specs...)
+		return &rep, err
+	}
+	if len(given.Blocks) != len(specs) {
+		return nil, fmt.Errorf("the memory verdicts cover %d blocks but the config has %d: pass the verdicts made for this config", len(given.Blocks), len(specs))
+	}
+	for i, b := range given.Blocks {
+		switch {
+		case b.Block != specs[i].Name:
+			return nil, fmt.Errorf("the memory verdicts name block %q where the config has %q: pass the verdicts made for this config", b.Block, specs[i].Name)
+		case !b.OK:
+			return nil, fmt.Errorf("memory block %q (%s): %s", b.Block, b.Backing, b.Reason)
+		}
+	}
+	return given, nil
 }

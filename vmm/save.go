@@ -180,14 +180,18 @@ func (m *Machine) Finish() { m.stop(OutcomeSaved, nil, "guest saved to its state
 // guest memory is mapped, so a refusal never touches the guest.
 type Incoming struct {
 	Path string
-	file *state.File
-	rec  machineRecord
+	// Memory are the verdicts on the backings the check used, when they
+	// accept every block: pass them to New (Options.Memory).
+	Memory *pmem.Report
+	file   *state.File
+	rec    machineRecord
 }
 
 // CheckIncoming reads the state file at path and checks it against cfg: the
 // file itself, the VM it belongs to, the machine-defining config fields
-// (explained one by one) and the identity of every memory backing.
-func CheckIncoming(cfg *configs.VM, path string) (*Incoming, error) {
+// (explained one by one) and the identity of every memory backing. mem are
+// the verdicts Preflight made on the backings; nil: it probes them.
+func CheckIncoming(cfg *configs.VM, path string, mem *pmem.Report) (*Incoming, error) {
 	f, err := state.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		if prev := state.LastResumed(path); prev != "" {
@@ -227,6 +231,12 @@ func CheckIncoming(cfg *configs.VM, path string) (*Incoming, error) {
 		return nil, refuse("the guest was saved %s, not suspended", rec.RunState)
 	}
 	specs := MemorySpecs(cfg)
+	// What matters here is that every backing could be looked at and is
+	// the saved memory; refusing a mode is Preflight's and New's.
+	mem, memErr := memoryVerdicts(specs, mem)
+	if mem == nil {
+		return nil, refuse("%v", memErr)
+	}
 	aligns := make([]uint64, len(specs))
 	for i, spec := range specs {
 		s, err := f.Need(memorySection(spec.Name), recordVersion)
@@ -237,14 +247,14 @@ func CheckIncoming(cfg *configs.VM, path string) (*Incoming, error) {
 		if err := s.DecodeJSON(&saved); err != nil {
 			return nil, err
 		}
-		b, err := pmem.Probe(spec)
-		if err != nil {
-			return nil, refuse("memory block %q: %v", spec.Name, err)
+		b := mem.Blocks[i]
+		if b.Identity == nil {
+			return nil, refuse("memory block %q: %s", spec.Name, b.Reason)
 		}
-		if !b.Exists {
+		if b.Missing {
 			return nil, refuse("memory block %q: %s does not exist; the guest's memory is not there", spec.Name, spec.Backing)
 		}
-		if diff := saved.SameMemory(b.Identity); len(diff) > 0 {
+		if diff := saved.SameMemory(*b.Identity); len(diff) > 0 {
 			return nil, refuse("memory block %q on %s is not the memory the guest was saved in:\n  %s", spec.Name, spec.Backing, strings.Join(diff, "\n  "))
 		}
 		aligns[i] = b.Align
@@ -283,7 +293,11 @@ func CheckIncoming(cfg *configs.VM, path string) (*Incoming, error) {
 	if diff := ramLayoutDiff(cfg, rec.RAM, ram); len(diff) > 0 {
 		return nil, refuse("%s", layoutRefusal(diff))
 	}
-	return &Incoming{Path: path, file: f, rec: rec}, nil
+	in := &Incoming{Path: path, file: f, rec: rec}
+	if memErr == nil {
+		in.Memory = mem // else New probes again, and refuses with pmem's error
+	}
+	return in, nil
 }
 
 // Restore loads an incoming state into a machine built by New (instead of

@@ -64,7 +64,7 @@ func TestCheckIncomingVCPUSections(t *testing.T) {
 		{"different", notBoot, "section vcpu/0 is"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := CheckIncoming(cfg, write(c.vcpus))
+			_, err := CheckIncoming(cfg, write(c.vcpus), nil)
 			if c.want == "" {
 				assert.NoError(t, err)
 				return

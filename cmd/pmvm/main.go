@@ -278,8 +278,11 @@ func joinCgroup(cfg *configs.VM, h runHost, log zerolog.Logger) error {
 func runVM(cfg *configs.VM, host runHost, log zerolog.Logger, stdout, stderr io.Writer, incomingPath string) (vmm.Outcome, error) {
 	// Memory that cannot honour the VM's mode, a kernel that is not one,
 	// a host without KVM: refused before anything is created (cgroup,
-	// console file, sockets); vmm.New checks the memory again.
-	if err := vmm.Preflight(cfg, incomingPath != ""); err != nil {
+	// console file, sockets). Its memory verdicts go on to CheckIncoming and
+	// vmm.New; pmem.Open then classifies each backing through the
+	// descriptor it maps.
+	mem, err := vmm.Preflight(cfg, incomingPath != "")
+	if err != nil {
 		return vmm.OutcomeError, err
 	}
 	// Before guest memory is mapped and vCPU threads start, so that every
@@ -294,7 +297,7 @@ func runVM(cfg *configs.VM, host runHost, log zerolog.Logger, stdout, stderr io.
 		// guest memory is mapped: a refusal must leave the guest untouched.
 		resume = vmm.NewTimeline("resume", "process start", processStart)
 		var err error
-		if incoming, err = vmm.CheckIncoming(cfg, incomingPath); err != nil {
+		if incoming, err = vmm.CheckIncoming(cfg, incomingPath, mem); err != nil {
 			return vmm.OutcomeError, err
 		}
 		resume.Mark("state file and backings checked")
@@ -320,7 +323,7 @@ func runVM(cfg *configs.VM, host runHost, log zerolog.Logger, stdout, stderr io.
 	}
 	defer agent.Close()
 
-	m, err := vmm.New(cfg, vmm.Options{Log: log, Console: console, Agent: agent})
+	m, err := vmm.New(cfg, vmm.Options{Log: log, Console: console, Agent: agent, Memory: mem})
 	if err != nil {
 		return vmm.OutcomeError, err
 	}

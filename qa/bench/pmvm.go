@@ -177,12 +177,12 @@ func Resume(cfg *configs.VM, statePath string) (ResumeTimes, error) {
 	var t ResumeTimes
 	con := newConsole()
 	t0 := time.Now()
-	in, err := vmm.CheckIncoming(cfg, statePath)
+	in, err := vmm.CheckIncoming(cfg, statePath, nil)
 	if err != nil {
 		return t, err
 	}
 	t1 := time.Now()
-	m, err := vmm.New(cfg, vmm.Options{Log: zerolog.Nop(), Console: con})
+	m, err := vmm.New(cfg, vmm.Options{Log: zerolog.Nop(), Console: con, Memory: in.Memory})
 	if err != nil {
 		return t, err
 	}
