@@ -1,7 +1,11 @@
 // Package guestpm is guest power management for pmvm: a client for the real
 // qemu-guest-agent (qga) that runs in the guest on its second serial line
-// (COM2, /dev/ttyS1, `qemu-ga -m isa-serial -p /dev/ttyS1`), and a small pure
-// model of the ACPI S3 runstate (running, suspending, suspended, waking).
+// (COM2, /dev/ttyS1, `qemu-ga -m isa-serial -p /dev/ttyS1`), and the two
+// steps built on it: Suspend (ask the agent for S3, then wait until the
+// machine is really in it) and SetTimeAfterWake. The runstate itself
+// (created, running, suspended, waking, saving, ...) is the VMM's: the
+// machine tracks it (vmm/runstate.go) and guestpm only reads it through the
+// small Machine interface, so that guestpm never imports the VMM.
 //
 // # The wire
 //
@@ -30,6 +34,6 @@
 // guest-suspend-ram sends no reply on success: the guest goes to sleep. So
 // Client.SuspendRAM returns once the request is delivered and a short grace
 // period passed without an error reply; the caller confirms the suspend by
-// seeing the guest write SLP_TYP=S3|SLP_EN to PM1a_CNT (the machine's
-// runstate, vmm/runstate.go).
+// seeing the guest write SLP_TYP=S3|SLP_EN to PM1a_CNT: Suspend waits for
+// that through Machine.WaitSuspended.
 package guestpm

@@ -1,7 +1,11 @@
 // Package state is the pmvm state file: the small part of a machine that is
 // not guest RAM (device registers, runstate, clock, later vCPU and irqchip
 // state in restart mode), written when a VM is saved and read when a new
-// pmvm process resumes it. See ../DESIGN.md, "State format principles".
+// pmvm process resumes it. Its principles, each detailed below: one format
+// for reboot and restart mode (restart only adds sections); sections keyed
+// by topology, never by creation order; magic, version, checksums and a
+// size cap checked before anything is allocated, and a refused file never
+// partly returned; an atomic, durable write.
 //
 // The container knows nothing about machines: it holds a header and named,
 // versioned sections whose payloads the caller encodes (JSON for records,
