@@ -17,6 +17,7 @@ import (
 	"github.com/pmvm/pmvm/configs"
 	"github.com/pmvm/pmvm/pmem"
 	"github.com/pmvm/pmvm/vmm"
+	"github.com/pmvm/pmvm/vmm/cgroup"
 )
 
 // PlanOptions are what the operator asked for.
@@ -42,7 +43,7 @@ type Plan struct {
 	Cmdline    string
 	Kexec      Status
 	StateFS    string // the filesystem state_dir is on
-	CgroupMode CgroupMode
+	CgroupMode cgroup.Mode
 
 	// VMs are carried over (or refused, with Reason): every VM of vm_dir
 	// whose control socket answers.
@@ -67,7 +68,7 @@ type PlanVM struct {
 	Memory    uint64
 	Blocks    []pmem.BlockReport
 	StatePath string
-	Limits    CgroupLimits
+	Limits    cgroup.Limits
 	OK        bool
 	Reason    string // why it cannot be carried over
 	Notes     []string
@@ -169,7 +170,7 @@ func planVM(host *configs.Host, file string) PlanVM {
 	v.cfg = cfg
 	v.Name, v.Control, v.Mode, v.VCPUs, v.Memory = cfg.Name, cfg.Control.Socket, string(cfg.RunMode()), cfg.VCPUs, cfg.TotalMemory()
 	v.StatePath = host.StatePath(cfg.Name)
-	v.Limits = LimitsFor(cfg, host.Limits)
+	v.Limits = cgroup.LimitsFor(cfg, host.Limits)
 
 	resp, err := vmm.CallControl(cfg.Control.Socket, vmm.ControlRequest{Command: "status", Timeout: statusTimeout.Milliseconds()})
 	if err != nil {
@@ -209,7 +210,7 @@ func planVM(host *configs.Host, file string) PlanVM {
 		}
 	}
 	if host.Limits.CgroupsEnabled() {
-		if err := CheckPids(cfg, host.Limits); err != nil {
+		if err := cgroup.CheckPids(cfg, host.Limits); err != nil {
 			reasons = append(reasons, err.Error()+": it could not be restored")
 		}
 		if cfg.Limits != (configs.VMLimits{}) {
@@ -288,8 +289,8 @@ func (p *Plan) checkHost(opts PlanOptions) {
 	}
 
 	if p.Host.Limits.CgroupsEnabled() {
-		p.CgroupMode = DetectCgroupMode()
-		if p.CgroupMode == CgroupUnavailable {
+		p.CgroupMode = cgroup.DetectMode()
+		if p.CgroupMode == cgroup.Unavailable {
 			bad("cgroups: no cgroup filesystem at /sys/fs/cgroup, so restored VMs could not get their cgroups; mount one or set [limits] cgroups = false")
 		}
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/pmvm/pmvm/configs"
 	"github.com/pmvm/pmvm/state"
 	"github.com/pmvm/pmvm/vmm"
+	"github.com/pmvm/pmvm/vmm/cgroup"
 )
 
 // RestoreOptions are how Restore runs.
@@ -341,9 +342,9 @@ func (r *restorer) restoreVM(ctx context.Context, name, cfgPath string, cfg *con
 		defer consolef.Close()
 	}
 
-	var cg *Cgroup
+	var cg *cgroup.Group
 	if r.host.Limits.CgroupsEnabled() {
-		cg, err = NewCgroup(name, r.host.Limits.CgroupParent, LimitsFor(cfg, r.host.Limits))
+		cg, err = cgroup.New(name, r.host.Limits.CgroupParent, cgroup.LimitsFor(cfg, r.host.Limits))
 		if err != nil {
 			return fail(fmt.Errorf("%w; nothing was started, %s is left as it is (or set [limits] cgroups = false)", err, statePath))
 		}
@@ -358,7 +359,7 @@ func (r *restorer) restoreVM(ctx context.Context, name, cfgPath string, cfg *con
 	}
 	cmd.Env = append(os.Environ(), "PMVM_RUNTIME_DIR="+r.host.RuntimeDir)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := startInCgroup(cmd, cg); err != nil {
+	if err := cgroup.Start(cmd, cg); err != nil {
 		if cg != nil {
 			cg.Delete()
 		}
@@ -468,38 +469,6 @@ func (r *restorer) postRestore(ctx context.Context, res RestoreResult) error {
 		r.tl.Mark(res.VM, StepPostRestore, "")
 	}
 	return err
-}
-
-// startInCgroup starts cmd in cg: on cgroup v2 directly (clone3 with
-// CLONE_INTO_CGROUP, so not one page is charged elsewhere), else by moving
-// it right after the start.
-func startInCgroup(cmd *exec.Cmd, cg *Cgroup) error {
-	if cg == nil {
-		return cmd.Start()
-	}
-	if cg.Mode == CgroupUnified {
-		if dir, err := os.Open(cg.Dirs[""]); err == nil {
-			cmd.SysProcAttr.UseCgroupFD = true
-			cmd.SysProcAttr.CgroupFD = int(dir.Fd())
-			err := cmd.Start()
-			dir.Close()
-			if err == nil {
-				return nil
-			}
-			// Kernels before 5.7 have no CLONE_INTO_CGROUP: move it instead.
-			cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = false, 0
-			cmd.Process = nil
-		}
-	}
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	if err := cg.AddProc(cmd.Process.Pid); err != nil {
-		unix.Kill(-cmd.Process.Pid, unix.SIGKILL)
-		cmd.Wait()
-		return err
-	}
-	return nil
 }
 
 // tailOf reads what was appended to a log file from offset on (at most

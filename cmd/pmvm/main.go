@@ -20,10 +20,11 @@ import (
 
 	"github.com/pmvm/pmvm/configs"
 	"github.com/pmvm/pmvm/guestpm"
-	"github.com/pmvm/pmvm/kexec"
+
 	"github.com/pmvm/pmvm/pmem"
 	"github.com/pmvm/pmvm/state"
 	"github.com/pmvm/pmvm/vmm"
+	"github.com/pmvm/pmvm/vmm/cgroup"
 )
 
 const usage = `pmvm: a KVM virtual machine monitor whose guests survive host kernel updates
@@ -262,11 +263,11 @@ func joinCgroup(cfg *configs.VM, h runHost, log zerolog.Logger) error {
 		log.Info().Str("host_config", h.path).Msg("cgroups = false in the host config: no cgroup of the VM's own")
 		return nil
 	}
-	if err := kexec.CheckPids(cfg, h.host.Limits); err != nil {
+	if err := cgroup.CheckPids(cfg, h.host.Limits); err != nil {
 		return fmt.Errorf("cgroups: %w (host config %s)", err, h.path)
 	}
-	lim := kexec.LimitsFor(cfg, h.host.Limits)
-	cg, moved, err := kexec.JoinCgroup(cfg.Name, h.host.Limits.CgroupParent, lim)
+	lim := cgroup.LimitsFor(cfg, h.host.Limits)
+	cg, moved, err := cgroup.Join(cfg.Name, h.host.Limits.CgroupParent, lim)
 	if err != nil {
 		return fmt.Errorf("%w; nothing was started (cgroup from host config %s)", err, h.path)
 	}
