@@ -22,6 +22,8 @@ import (
 	"github.com/pmvm/pmvm/state"
 	"github.com/pmvm/pmvm/vmm"
 	"github.com/pmvm/pmvm/vmm/cgroup"
+	"github.com/pmvm/pmvm/vmm/lifecycle"
+	"github.com/pmvm/pmvm/vmm/timeline"
 )
 
 // RestoreOptions are how Restore runs.
@@ -58,7 +60,7 @@ type RestoreResult struct {
 type RestoreReport struct {
 	Results      []RestoreResult
 	Ignored      []string // files of state_dir that are not state files, with why
-	Timeline     *Timeline
+	Timeline     *timeline.Timeline
 	TimelineFile string // where the timeline was written (or archived)
 }
 
@@ -78,7 +80,7 @@ const restorePoll = 10 * time.Millisecond
 
 // resumedMarker is what pmvm run --incoming prints once the guest's vCPUs
 // run again (its resume timeline).
-const resumedMarker = "vCPUs running"
+const resumedMarker = lifecycle.StepVCPUsRunning
 
 // Restore brings back every VM saved in host.StateDir: for each
 // <something>.state file it finds the config in host.VMDir whose name is
@@ -152,7 +154,7 @@ func Restore(ctx context.Context, host *configs.Host, opts RestoreOptions) (*Res
 	}
 
 	tlPath := host.TimelinePath()
-	tl, err := ReadTimeline(tlPath)
+	tl, err := timeline.Read(tlPath)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		tl = NewTimeline(time.Now())
@@ -215,11 +217,11 @@ func Restore(ctx context.Context, host *configs.Host, opts RestoreOptions) (*Res
 	fmt.Fprintln(out)
 	printRestore(out, results)
 	fmt.Fprintln(out)
-	tl.Format(out)
-	tl.Log(opts.Log)
+	FormatTimeline(out, tl)
+	LogTimeline(tl, opts.Log)
 
 	rep.TimelineFile = tlPath
-	if err := WriteTimeline(tlPath, tl); err != nil {
+	if err := timeline.Write(tlPath, tl); err != nil {
 		opts.Log.Error().Err(err).Msg("cannot write the timeline")
 	} else if failed == 0 {
 		// The update is complete: archive its timeline so the next one
@@ -246,7 +248,7 @@ func Restore(ctx context.Context, host *configs.Host, opts RestoreOptions) (*Res
 // markBoot adds "kernel booted" when this kernel started after the update
 // began (otherwise no reboot happened since: --no-reboot, or a restore
 // without an update).
-func markBoot(tl *Timeline, out io.Writer) {
+func markBoot(tl *timeline.Timeline, out io.Writer) {
 	bt, err := BootTime()
 	if err != nil {
 		return
@@ -291,7 +293,7 @@ type restorer struct {
 	hostConfig string // passed on as pmvm run --host-config, when set
 	pmvm       []string
 	log        zerolog.Logger
-	tl         *Timeline
+	tl         *timeline.Timeline
 	tlPath     string
 }
 
