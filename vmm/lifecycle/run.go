@@ -110,23 +110,7 @@ func Run(cfg *configs.VM, opts RunOptions) (vmm.Outcome, error) {
 		}
 	})
 	suspend := func(ctx context.Context) error { return Suspend(ctx, m, line, log) }
-	ctl, err = vmm.ServeControl(cfg.Control.Socket, m, log, map[string]vmm.CommandFunc{
-		"suspend": func(ctx context.Context, _ vmm.ControlRequest) vmm.ControlResponse {
-			if err := suspend(ctx); err != nil {
-				return vmm.ControlResponse{Error: err.Error()}
-			}
-			st := m.Status()
-			return vmm.ControlResponse{OK: true, Status: &st}
-		},
-		"save": func(ctx context.Context, req vmm.ControlRequest) vmm.ControlResponse {
-			tl, err := Save(ctx, m, suspend, req.State, opts.Version, log)
-			if err != nil {
-				return vmm.ControlResponse{Error: err.Error(), Timeline: tl}
-			}
-			st := m.Status()
-			return vmm.ControlResponse{OK: true, Status: &st, Timeline: tl, After: m.Finish}
-		},
-	})
+	ctl, err = vmm.ServeControl(cfg.Control.Socket, m, log, commands(m, suspend, opts.Version, log))
 	if err != nil {
 		return vmm.OutcomeError, fmt.Errorf("control socket: %w", err)
 	}
@@ -143,6 +127,37 @@ func Run(cfg *configs.VM, opts RunOptions) (vmm.Outcome, error) {
 		moveAsideResumed(opts.Incoming, log)
 	}
 	return v.Wait()
+}
+
+// Served is what the control socket's lifecycle commands need of a
+// machine; *vmm.Machine is one.
+type Served interface {
+	Machine
+	Status() vmm.Status
+	Finish() // ends a saved machine (Run returns OutcomeSaved)
+}
+
+// commands are the control socket's lifecycle commands for m, beside
+// vmm's own (status, wakeup, stop): suspend, and save, which ends m once
+// its answer is sent.
+func commands(m Served, suspend func(context.Context) error, version string, log zerolog.Logger) map[string]vmm.CommandFunc {
+	return map[string]vmm.CommandFunc{
+		"suspend": func(ctx context.Context, _ vmm.ControlRequest) vmm.ControlResponse {
+			if err := suspend(ctx); err != nil {
+				return vmm.ControlResponse{Error: err.Error()}
+			}
+			st := m.Status()
+			return vmm.ControlResponse{OK: true, Status: &st}
+		},
+		"save": func(ctx context.Context, req vmm.ControlRequest) vmm.ControlResponse {
+			tl, err := Save(ctx, m, suspend, req.State, version, log)
+			if err != nil {
+				return vmm.ControlResponse{Error: err.Error(), Timeline: tl}
+			}
+			st := m.Status()
+			return vmm.ControlResponse{OK: true, Status: &st, Timeline: tl, After: m.Finish}
+		},
+	}
 }
 
 // moveAsideResumed renames the state file of a guest that runs again: it
