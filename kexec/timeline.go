@@ -15,10 +15,10 @@ import (
 	"github.com/pmvm/pmvm/vmm/timeline"
 )
 
-// The timeline of a host update spans the kexec: the update writes it to
-// state_dir/update-timeline.json (fsync'd) just before the reboot, and the
-// restore after boot reads it, appends its own steps and prints the whole
-// story, with each VM's blackout.
+// A host update's timeline (a timeline.Timeline) spans the kexec: the
+// update writes it to state_dir/update-timeline.json (fsync'd) just before
+// the reboot, and the restore after boot reads it, appends its own steps
+// and prints the whole story, with each VM's blackout.
 
 // Steps of a host update's timeline. VM steps carry the VM's name; a VM's
 // save records lifecycle's steps (lifecycle.StepSaveRequested, where its
