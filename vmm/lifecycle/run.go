@@ -129,9 +129,9 @@ func Run(cfg *configs.VM, opts RunOptions) (vmm.Outcome, error) {
 	return v.Wait()
 }
 
-// Served is what the control socket's lifecycle commands need of a
+// served is what the control socket's lifecycle commands need of a
 // machine; *vmm.Machine is one.
-type Served interface {
+type served interface {
 	Machine
 	Status() vmm.Status
 	Finish() // ends a saved machine (Run returns OutcomeSaved)
@@ -140,7 +140,7 @@ type Served interface {
 // commands are the control socket's lifecycle commands for m, beside
 // vmm's own (status, wakeup, stop): suspend, and save, which ends m once
 // its answer is sent.
-func commands(m Served, suspend func(context.Context) error, version string, log zerolog.Logger) map[string]vmm.CommandFunc {
+func commands(m served, suspend func(context.Context) error, version string, log zerolog.Logger) map[string]vmm.CommandFunc {
 	return map[string]vmm.CommandFunc{
 		"suspend": func(ctx context.Context, _ vmm.ControlRequest) vmm.ControlResponse {
 			if err := suspend(ctx); err != nil {
