@@ -3,7 +3,7 @@
 // saves every VM in parallel, loads the new kernel with kexec_file_load
 // and reboots into it, rolling everything back if any step fails
 // (update.go, load.go); after the boot it restores every saved VM as a
-// detached pmvm in its own cgroup (restore.go, cgroup.go) and prints the
+// detached pmvm in its own cgroup (restore.go, with vmm/cgroup) and prints the
 // timeline across the kexec with each VM's blackout (timeline.go). Hooks
 // run around the update with a timeout that kills their process group
 // (hooks.go).

@@ -21,6 +21,8 @@ import (
 	"github.com/pmvm/pmvm/pmem/memspec"
 	"github.com/pmvm/pmvm/state"
 	"github.com/pmvm/pmvm/vmm"
+	"github.com/pmvm/pmvm/vmm/lifecycle"
+	"github.com/pmvm/pmvm/vmm/timeline"
 )
 
 // fakePMVMEnv makes this test binary act as `pmvm run CONFIG --incoming
@@ -162,17 +164,18 @@ func (f *fakeVM) handle(c net.Conn) {
 			resp.OK = true
 		}
 	case "save":
-		tl := vmm.NewTimeline("save", "save requested", time.Now())
+		tl := timeline.New("save")
+		tl.Mark("", lifecycle.StepSaveRequested, "")
 		if f.saveErr != "" {
 			if f.failTo != "" {
 				f.runstate = f.failTo
-				tl.Mark("guest in S3")
+				tl.Mark("", lifecycle.StepGuestInS3, "")
 			}
 			resp = vmm.ControlResponse{Error: f.saveErr, Timeline: tl}
 			break
 		}
 		if f.runstate == vmm.StateRunning {
-			tl.Mark("guest in S3")
+			tl.Mark("", lifecycle.StepGuestInS3, "")
 		}
 		sf := &state.File{Header: state.Header{Created: time.Now(), PMVMVersion: "fake", VMName: f.name, Mode: memspec.ModeReboot}}
 		if err := sf.AddJSON("machine", 1, map[string]string{"fake": f.name}); err != nil {
@@ -183,7 +186,7 @@ func (f *fakeVM) handle(c net.Conn) {
 			resp.Error = err.Error()
 			break
 		}
-		tl.Mark("state durable")
+		tl.Mark("", lifecycle.StepStateDurable, "")
 		f.runstate = vmm.StateSaved
 		resp = vmm.ControlResponse{OK: true, Timeline: tl}
 		exit = true

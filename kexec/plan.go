@@ -15,6 +15,7 @@ import (
 	"github.com/pmvm/pmvm/pmem"
 	"github.com/pmvm/pmvm/pmem/memspec"
 	"github.com/pmvm/pmvm/vmm"
+	"github.com/pmvm/pmvm/vmm/cgroup"
 )
 
 // PlanOptions are what the operator asked for.
@@ -40,7 +41,7 @@ type Plan struct {
 	Cmdline    string
 	Kexec      Status
 	StateFS    string // the filesystem state_dir is on
-	CgroupMode CgroupMode
+	CgroupMode cgroup.Mode
 
 	// VMs are carried over (or refused, with Reason): every VM of vm_dir
 	// whose control socket answers.
@@ -65,7 +66,7 @@ type PlanVM struct {
 	Memory    uint64
 	Blocks    []pmem.BlockReport
 	StatePath string
-	Limits    CgroupLimits
+	Limits    cgroup.Limits
 	OK        bool
 	Reason    string // why it cannot be carried over
 	Notes     []string
@@ -167,7 +168,7 @@ func planVM(host *configs.Host, file string) PlanVM {
 	v.cfg = cfg
 	v.Name, v.Control, v.Mode, v.VCPUs, v.Memory = cfg.Name, cfg.Control.Socket, cfg.RunMode(), cfg.VCPUs, cfg.TotalMemory()
 	v.StatePath = host.StatePath(cfg.Name)
-	v.Limits = LimitsFor(cfg, host.Limits)
+	v.Limits = cgroup.LimitsFor(cfg, host.Limits)
 
 	st, running, err := askStatus(cfg)
 	if !running {
@@ -248,7 +249,7 @@ func (v *PlanVM) cgroupReasons(cfg *configs.VM, limits configs.Limits) []string 
 		return nil
 	}
 	var reasons []string
-	if err := CheckPids(cfg, limits); err != nil {
+	if err := cgroup.CheckPids(cfg, limits); err != nil {
 		reasons = append(reasons, err.Error()+": it could not be restored")
 	}
 	if cfg.Limits != (configs.VMLimits{}) {

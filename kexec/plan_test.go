@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pmvm/pmvm/vmm"
+	"github.com/pmvm/pmvm/vmm/cgroup"
 )
 
 // kexecOK is a host that can kexec (the stub for plan tests).
@@ -152,7 +153,7 @@ func TestPlanPidsUsesEffectiveLimit(t *testing.T) {
 	for _, v := range plan.VMs {
 		if v.Name == "own" {
 			assert.True(t, v.OK, v.Reason)
-			assert.Equal(t, CgroupLimits{CPUWeight: 50, PidsMax: 100}, v.Limits)
+			assert.Equal(t, cgroup.Limits{CPUWeight: 50, PidsMax: 100}, v.Limits)
 			assert.Contains(t, v.Notes, "cgroup limits with its own [limits]: cpu_weight 50, pids 100")
 		}
 	}

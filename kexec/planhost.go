@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pmvm/pmvm/configs"
+	"github.com/pmvm/pmvm/vmm/cgroup"
 )
 
 // checkHost checks the kernel, kexec, state_dir, cgroups and hooks; each
@@ -24,8 +25,8 @@ func (p *Plan) checkHost(opts PlanOptions) {
 	}
 	p.checkStateDir()
 	if p.Host.Limits.CgroupsEnabled() {
-		p.CgroupMode = DetectCgroupMode()
-		if p.CgroupMode == CgroupUnavailable {
+		p.CgroupMode = cgroup.DetectMode()
+		if p.CgroupMode == cgroup.Unavailable {
 			p.problem("cgroups: no cgroup filesystem at /sys/fs/cgroup, so restored VMs could not get their cgroups; mount one or set [limits] cgroups = false")
 		}
 	}

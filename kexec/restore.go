@@ -21,6 +21,9 @@ import (
 	"github.com/pmvm/pmvm/configs"
 	"github.com/pmvm/pmvm/state"
 	"github.com/pmvm/pmvm/vmm"
+	"github.com/pmvm/pmvm/vmm/cgroup"
+	"github.com/pmvm/pmvm/vmm/lifecycle"
+	"github.com/pmvm/pmvm/vmm/timeline"
 )
 
 // RestoreOptions are how Restore runs.
@@ -57,7 +60,7 @@ type RestoreResult struct {
 type RestoreReport struct {
 	Results      []RestoreResult
 	Ignored      []string // files of state_dir that are not state files, with why
-	Timeline     *Timeline
+	Timeline     *timeline.Timeline
 	TimelineFile string // where the timeline was written (or archived)
 }
 
@@ -77,7 +80,7 @@ const restorePoll = 10 * time.Millisecond
 
 // resumedMarker is what pmvm run --incoming prints once the guest's vCPUs
 // run again (its resume timeline).
-const resumedMarker = "vCPUs running"
+const resumedMarker = lifecycle.StepVCPUsRunning
 
 // Restore brings back every VM saved in host.StateDir: for each
 // <something>.state file it finds the config in host.VMDir whose name is
@@ -151,7 +154,7 @@ func Restore(ctx context.Context, host *configs.Host, opts RestoreOptions) (*Res
 	}
 
 	tlPath := host.TimelinePath()
-	tl, err := ReadTimeline(tlPath)
+	tl, err := timeline.Read(tlPath)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		tl = NewTimeline(time.Now())
@@ -214,11 +217,11 @@ func Restore(ctx context.Context, host *configs.Host, opts RestoreOptions) (*Res
 	fmt.Fprintln(out)
 	printRestore(out, results)
 	fmt.Fprintln(out)
-	tl.Format(out)
-	tl.Log(opts.Log)
+	FormatTimeline(out, tl)
+	LogTimeline(tl, opts.Log)
 
 	rep.TimelineFile = tlPath
-	if err := WriteTimeline(tlPath, tl); err != nil {
+	if err := timeline.Write(tlPath, tl); err != nil {
 		opts.Log.Error().Err(err).Msg("cannot write the timeline")
 	} else if failed == 0 {
 		// The update is complete: archive its timeline so the next one
@@ -245,7 +248,7 @@ func Restore(ctx context.Context, host *configs.Host, opts RestoreOptions) (*Res
 // markBoot adds "kernel booted" when this kernel started after the update
 // began (otherwise no reboot happened since: --no-reboot, or a restore
 // without an update).
-func markBoot(tl *Timeline, out io.Writer) {
+func markBoot(tl *timeline.Timeline, out io.Writer) {
 	bt, err := BootTime()
 	if err != nil {
 		return
@@ -290,7 +293,7 @@ type restorer struct {
 	hostConfig string // passed on as pmvm run --host-config, when set
 	pmvm       []string
 	log        zerolog.Logger
-	tl         *Timeline
+	tl         *timeline.Timeline
 	tlPath     string
 }
 
@@ -341,9 +344,9 @@ func (r *restorer) restoreVM(ctx context.Context, name, cfgPath string, cfg *con
 		defer consolef.Close()
 	}
 
-	var cg *Cgroup
+	var cg *cgroup.Group
 	if r.host.Limits.CgroupsEnabled() {
-		cg, err = NewCgroup(name, r.host.Limits.CgroupParent, LimitsFor(cfg, r.host.Limits))
+		cg, err = cgroup.New(name, r.host.Limits.CgroupParent, cgroup.LimitsFor(cfg, r.host.Limits))
 		if err != nil {
 			return fail(fmt.Errorf("%w; nothing was started, %s is left as it is (or set [limits] cgroups = false)", err, statePath))
 		}
@@ -358,7 +361,7 @@ func (r *restorer) restoreVM(ctx context.Context, name, cfgPath string, cfg *con
 	}
 	cmd.Env = append(os.Environ(), "PMVM_RUNTIME_DIR="+r.host.RuntimeDir)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := startInCgroup(cmd, cg); err != nil {
+	if err := cgroup.Start(cmd, cg); err != nil {
 		if cg != nil {
 			cg.Delete()
 		}
@@ -468,38 +471,6 @@ func (r *restorer) postRestore(ctx context.Context, res RestoreResult) error {
 		r.tl.Mark(res.VM, StepPostRestore, "")
 	}
 	return err
-}
-
-// startInCgroup starts cmd in cg: on cgroup v2 directly (clone3 with
-// CLONE_INTO_CGROUP, so not one page is charged elsewhere), else by moving
-// it right after the start.
-func startInCgroup(cmd *exec.Cmd, cg *Cgroup) error {
-	if cg == nil {
-		return cmd.Start()
-	}
-	if cg.Mode == CgroupUnified {
-		if dir, err := os.Open(cg.Dirs[""]); err == nil {
-			cmd.SysProcAttr.UseCgroupFD = true
-			cmd.SysProcAttr.CgroupFD = int(dir.Fd())
-			err := cmd.Start()
-			dir.Close()
-			if err == nil {
-				return nil
-			}
-			// Kernels before 5.7 have no CLONE_INTO_CGROUP: move it instead.
-			cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = false, 0
-			cmd.Process = nil
-		}
-	}
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	if err := cg.AddProc(cmd.Process.Pid); err != nil {
-		unix.Kill(-cmd.Process.Pid, unix.SIGKILL)
-		cmd.Wait()
-		return err
-	}
-	return nil
 }
 
 // tailOf reads what was appended to a log file from offset on (at most

@@ -1,38 +1,32 @@
 package kexec
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
 
-	"github.com/pmvm/pmvm/state"
+	"github.com/pmvm/pmvm/vmm/lifecycle"
+	"github.com/pmvm/pmvm/vmm/timeline"
 )
 
-// The timeline of a host update spans the kexec: the update writes it to
-// state_dir/update-timeline.json (fsync'd) just before the reboot, and the
-// restore after boot reads it, appends its own steps and prints the whole
-// story, with each VM's blackout.
+// A host update's timeline (a timeline.Timeline) spans the kexec: the
+// update writes it to state_dir/update-timeline.json (fsync'd) just before
+// the reboot, and the restore after boot reads it, appends its own steps
+// and prints the whole story, with each VM's blackout.
 
-// TimelineVersion is the format of the timeline file.
-const TimelineVersion = 1
-
-// Steps of a timeline. VM steps carry the VM's name.
+// Steps of a host update's timeline. VM steps carry the VM's name; a VM's
+// save records lifecycle's steps (lifecycle.StepSaveRequested, where its
+// blackout starts, lifecycle.StepGuestInS3, lifecycle.StepStateDurable,
+// lifecycle.StepPMVMExited) in the same timeline.
 const (
 	StepUpdateStarted  = "update started"
 	StepPreSaveHook    = "pre-save hook done"
-	StepSaveRequested  = "save requested" // the VM's blackout starts here
-	StepGuestInS3      = "guest in S3"
-	StepStateDurable   = "state durable"
-	StepPMVMExited     = "pmvm exited"
 	StepSaveFailed     = "save failed"
 	StepKernelLoaded   = "kernel loaded"
 	StepPreKexecHook   = "pre-kexec hook done"
@@ -49,64 +43,10 @@ const (
 	StepRestoreDone    = "restore finished"
 )
 
-// Timeline is the update's record. It is safe for concurrent use.
-type Timeline struct {
-	Version    int     `json:"version"`
-	ID         string  `json:"id"`
-	Host       string  `json:"host,omitempty"`
-	FromKernel string  `json:"from_kernel,omitempty"` // uname -r before the kexec
-	Kernel     string  `json:"kernel,omitempty"`
-	Initrd     string  `json:"initrd,omitempty"`
-	Cmdline    string  `json:"cmdline,omitempty"`
-	Events     []Event `json:"events"`
-
-	mu sync.Mutex
-}
-
-// Event is one step, of a VM (VM set) or of the host.
-type Event struct {
-	At     time.Time `json:"at"`
-	VM     string    `json:"vm,omitempty"`
-	What   string    `json:"what"`
-	Detail string    `json:"detail,omitempty"`
-}
-
-// NewTimeline starts a timeline whose ID is its start time.
-func NewTimeline(start time.Time) *Timeline {
+// NewTimeline starts a host update's timeline, whose ID is its start time.
+func NewTimeline(start time.Time) *timeline.Timeline {
 	host, _ := os.Hostname()
-	return &Timeline{Version: TimelineVersion, ID: start.UTC().Format("20060102T150405.000Z"), Host: host, FromKernel: kernelRelease()}
-}
-
-// Add records a step at time at (a wall-clock time: the file crosses a
-// reboot, so monotonic readings are dropped).
-func (t *Timeline) Add(at time.Time, vm, what, detail string) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.Events = append(t.Events, Event{At: at.Round(0), VM: vm, What: what, Detail: detail})
-}
-
-// Mark records a step now.
-func (t *Timeline) Mark(vm, what, detail string) { t.Add(time.Now(), vm, what, detail) }
-
-// sorted returns the events in time order (stable for equal times).
-func (t *Timeline) sorted() []Event {
-	t.mu.Lock()
-	ev := append([]Event(nil), t.Events...)
-	t.mu.Unlock()
-	sort.SliceStable(ev, func(i, j int) bool { return ev[i].At.Before(ev[j].At) })
-	return ev
-}
-
-// Last returns the time of the last host (VM "") or VM step what, if any.
-func (t *Timeline) Last(vm, what string) (time.Time, bool) {
-	var at time.Time
-	found := false
-	for _, e := range t.sorted() {
-		if e.VM == vm && e.What == what {
-			at, found = e.At, true
-		}
-	}
-	return at, found
+	return &timeline.Timeline{Version: timeline.Version, ID: start.UTC().Format("20060102T150405.000Z"), Host: host, FromKernel: kernelRelease()}
 }
 
 // Blackout is how long a VM was not running: from its save request to
@@ -119,17 +59,18 @@ type Blackout struct {
 	None     bool // the VM never stopped (its save failed before suspending it)
 }
 
-// Blackouts computes each VM's blackout, in the order VMs first appear.
-func (t *Timeline) Blackouts() []Blackout {
+// Blackouts computes each VM's blackout in update timeline t, in the
+// order VMs first appear.
+func Blackouts(t *timeline.Timeline) []Blackout {
 	var out []Blackout
 	idx := map[string]int{}
-	for _, e := range t.sorted() {
+	for _, e := range t.Sorted() {
 		if e.VM == "" {
 			continue
 		}
 		i, seen := idx[e.VM]
 		switch e.What {
-		case StepSaveRequested:
+		case lifecycle.StepSaveRequested:
 			if !seen {
 				idx[e.VM] = len(out)
 				out = append(out, Blackout{VM: e.VM, From: e.At})
@@ -148,10 +89,11 @@ func (t *Timeline) Blackouts() []Blackout {
 	return out
 }
 
-// Log writes the timeline into log (host.log): one entry per step, then
-// one per VM blackout, so the log holds the same story as the printout.
-func (t *Timeline) Log(log zerolog.Logger) {
-	ev := t.sorted()
+// LogTimeline writes update timeline t into log (host.log): one entry per
+// step, then one per VM blackout, so the log holds the same story as the
+// printout.
+func LogTimeline(t *timeline.Timeline, log zerolog.Logger) {
+	ev := t.Sorted()
 	if len(ev) == 0 {
 		return
 	}
@@ -165,7 +107,7 @@ func (t *Timeline) Log(log zerolog.Logger) {
 		}
 		l.Msg("timeline step")
 	}
-	for _, b := range t.Blackouts() {
+	for _, b := range Blackouts(t) {
 		l := log.Info().Str("timeline", t.ID).Str("vm", b.VM).Bool("running_again", b.Done)
 		if b.Done && !b.None {
 			l = l.Dur("blackout", b.Took)
@@ -174,10 +116,11 @@ func (t *Timeline) Log(log zerolog.Logger) {
 	}
 }
 
-// Format writes the timeline: one line per step with the time since the
-// first step and since the step before, then each VM's blackout.
-func (t *Timeline) Format(w io.Writer) {
-	ev := t.sorted()
+// FormatTimeline writes update timeline t: one line per step with the
+// time since the first step and since the step before, then each VM's
+// blackout.
+func FormatTimeline(w io.Writer, t *timeline.Timeline) {
+	ev := t.Sorted()
 	fmt.Fprintf(w, "host update timeline %s", t.ID)
 	if t.FromKernel != "" || t.Kernel != "" {
 		fmt.Fprintf(w, " (%s -> %s)", orDash(t.FromKernel), orDash(t.Kernel))
@@ -210,7 +153,7 @@ func (t *Timeline) Format(w io.Writer) {
 		}
 		fmt.Fprintln(w, line)
 	}
-	if bs := t.Blackouts(); len(bs) > 0 {
+	if bs := Blackouts(t); len(bs) > 0 {
 		fmt.Fprintln(w, "blackout (save requested -> running again):")
 		for _, b := range bs {
 			if b.None {
@@ -233,34 +176,6 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
-}
-
-// WriteTimeline writes t to path atomically and durably: a temporary file,
-// fsync, rename, fsync of the directory.
-func WriteTimeline(path string, t *Timeline) error {
-	t.mu.Lock()
-	b, err := json.MarshalIndent(t, "", "  ")
-	t.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	return state.WriteFileDurable(path, append(b, '\n'))
-}
-
-// ReadTimeline reads a timeline file.
-func ReadTimeline(path string) (*Timeline, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var t Timeline
-	if err := json.Unmarshal(b, &t); err != nil {
-		return nil, fmt.Errorf("timeline %s: %w", path, err)
-	}
-	if t.Version != TimelineVersion {
-		return nil, fmt.Errorf("timeline %s: format version %d, this pmvm reads %d", path, t.Version, TimelineVersion)
-	}
-	return &t, nil
 }
 
 // BootTime is when this kernel started, from /proc/uptime (centisecond

@@ -9,6 +9,9 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/pmvm/pmvm/vmm/lifecycle"
+	"github.com/pmvm/pmvm/vmm/timeline"
 )
 
 // TestTimelineRoundTripAndBlackout proves the timeline file survives a
@@ -22,23 +25,23 @@ func TestTimelineRoundTripAndBlackout(t *testing.T) {
 	tl := NewTimeline(t0)
 	tl.Kernel = "6.12.100-amd64"
 	tl.Add(at(0), "", StepUpdateStarted, "")
-	tl.Add(at(10), "web1", StepSaveRequested, "was running")
-	tl.Add(at(12), "db2", StepSaveRequested, "was running")
-	tl.Add(at(400), "web1", StepGuestInS3, "")
-	tl.Add(at(420), "web1", StepStateDurable, "")
-	tl.Add(at(900), "db2", StepGuestInS3, "")
-	tl.Add(at(950), "db2", StepStateDurable, "")
+	tl.Add(at(10), "web1", lifecycle.StepSaveRequested, "was running")
+	tl.Add(at(12), "db2", lifecycle.StepSaveRequested, "was running")
+	tl.Add(at(400), "web1", lifecycle.StepGuestInS3, "")
+	tl.Add(at(420), "web1", lifecycle.StepStateDurable, "")
+	tl.Add(at(900), "db2", lifecycle.StepGuestInS3, "")
+	tl.Add(at(950), "db2", lifecycle.StepStateDurable, "")
 	tl.Add(at(1000), "", StepKernelLoaded, "")
 	tl.Add(at(1100), "", StepKexec, "")
 
 	path := filepath.Join(t.TempDir(), "update-timeline.json")
-	require.NoError(t, WriteTimeline(path, tl))
+	require.NoError(t, timeline.Write(path, tl))
 	st, err := os.Stat(path)
 	require.NoError(t, err)
 	assert.Equal(t, os.FileMode(0o600), st.Mode().Perm())
 
 	// after the kexec
-	back, err := ReadTimeline(path)
+	back, err := timeline.Read(path)
 	require.NoError(t, err)
 	assert.Equal(t, tl.ID, back.ID)
 	assert.Equal(t, "6.12.100-amd64", back.Kernel)
@@ -52,14 +55,14 @@ func TestTimelineRoundTripAndBlackout(t *testing.T) {
 	back.Add(at(14600), "web1", StepRunning, "")
 	back.Add(at(14700), "db2", StepRestoreStarted, "")
 
-	bs := back.Blackouts()
+	bs := Blackouts(back)
 	require.Len(t, bs, 2)
 	assert.Equal(t, Blackout{VM: "web1", From: at(10), To: at(14600), Took: 14590 * time.Millisecond, Done: true}, bs[0])
 	assert.Equal(t, "db2", bs[1].VM)
 	assert.False(t, bs[1].Done)
 
 	var out bytes.Buffer
-	back.Format(&out)
+	FormatTimeline(&out, back)
 	s := out.String()
 	t.Log("\n" + s)
 	assert.Contains(t, s, "web1  14.59s")
@@ -71,7 +74,7 @@ func TestTimelineRoundTripAndBlackout(t *testing.T) {
 
 	// A file of another format version is refused.
 	require.NoError(t, os.WriteFile(path, []byte(`{"version": 9, "events": []}`), 0o600))
-	_, err = ReadTimeline(path)
+	_, err = timeline.Read(path)
 	assert.ErrorContains(t, err, "format version 9")
 }
 

@@ -15,6 +15,8 @@ import (
 	"github.com/pmvm/pmvm/configs"
 	"github.com/pmvm/pmvm/state"
 	"github.com/pmvm/pmvm/vmm"
+	"github.com/pmvm/pmvm/vmm/lifecycle"
+	"github.com/pmvm/pmvm/vmm/timeline"
 )
 
 // Options are how Update runs.
@@ -65,7 +67,7 @@ type Result struct {
 	Saves    []SaveResult
 	Rollback []RollbackResult
 	Loaded   bool // the new kernel is loaded (and not unloaded)
-	Timeline *Timeline
+	Timeline *timeline.Timeline
 }
 
 // pmvmExitWait is how long a saved VM's pmvm may take to exit.
@@ -144,7 +146,7 @@ type updater struct {
 	host *configs.Host
 	out  io.Writer
 	log  zerolog.Logger
-	tl   *Timeline
+	tl   *timeline.Timeline
 	res  *Result
 }
 
@@ -229,12 +231,12 @@ func (u *updater) run(ctx context.Context) error {
 	} else {
 		u.tl.Mark("", StepKexec, "")
 	}
-	if err := WriteTimeline(u.host.TimelinePath(), u.tl); err != nil {
+	if err := timeline.Write(u.host.TimelinePath(), u.tl); err != nil {
 		return u.rollback(ctx, fmt.Errorf("write the timeline: %w", err))
 	}
 	fmt.Fprintln(u.out)
-	u.tl.Format(u.out)
-	u.tl.Log(u.log)
+	FormatTimeline(u.out, u.tl)
+	LogTimeline(u.tl, u.log)
 	if u.opts.NoReboot {
 		fmt.Fprintf(u.out, "\nevery VM is saved and the new kernel is loaded; not rebooting (--no-reboot).\n"+
 			"kexec with `systemctl kexec` (or reboot), then `pmvm host restore`; or run `pmvm host restore` now to resume the VMs on this kernel.\n")
@@ -267,26 +269,22 @@ func (u *updater) save(v PlanVM, prog *progress) SaveResult {
 	} else {
 		prog.set(v.Name, "saving (already suspended)", false)
 	}
-	u.tl.Add(start, v.Name, StepSaveRequested, "was "+v.RunState)
-	resp, err := vmm.CallControl(v.Control, vmm.ControlRequest{Command: "save", State: v.StatePath, Timeout: u.host.SaveTimeout.Std().Milliseconds()})
-	if err != nil {
-		return fail(err)
-	}
-	if resp.Timeline != nil && len(resp.Timeline.Steps) > 0 {
-		for _, s := range resp.Timeline.Steps[1:] { // the first is the request
-			u.tl.Add(s.At, v.Name, s.What, "")
+	u.tl.Add(start, v.Name, lifecycle.StepSaveRequested, "was "+v.RunState)
+	saved, err := lifecycle.RequestSave(v.Control, v.StatePath, u.host.SaveTimeout.Std())
+	if saved != nil {
+		if ev := saved.Sorted(); len(ev) > 0 {
+			for _, s := range ev[1:] { // the first is the request
+				u.tl.Add(s.At, v.Name, s.What, "")
+			}
 		}
 	}
-	if !resp.OK {
-		return fail(errors.New(resp.Error))
+	if err != nil {
+		return fail(err)
 	}
 	prog.set(v.Name, "state durable; waiting for pmvm to exit", false)
 	// pmvm exits once it has answered; until then it holds the VM's
 	// sockets and memory lock, which a rollback needs.
-	gone := vmm.WaitControlGone(v.Control, pmvmExitWait)
-	if gone {
-		u.tl.Mark(v.Name, StepPMVMExited, "")
-	} else {
+	if !lifecycle.WaitExited(v.Control, pmvmExitWait, u.tl, v.Name) {
 		log.Warn().Str("control", v.Control).Msg("pmvm has not exited after saving; the kexec will end it")
 	}
 	// Read the state file back: what the new kernel's pmvm will read.
@@ -351,12 +349,12 @@ func (u *updater) rollback(ctx context.Context, cause error) error {
 			lost = append(lost, fmt.Errorf("VM %q: %w", rb.VM, rb.Err))
 		}
 	}
-	if err := WriteTimeline(u.host.TimelinePath(), u.tl); err != nil {
+	if err := timeline.Write(u.host.TimelinePath(), u.tl); err != nil {
 		u.log.Error().Err(err).Msg("cannot write the timeline")
 	}
 	fmt.Fprintln(u.out)
-	u.tl.Format(u.out)
-	u.tl.Log(u.log)
+	FormatTimeline(u.out, u.tl)
+	LogTimeline(u.tl, u.log)
 
 	var err error
 	if len(lost) > 0 {
@@ -428,11 +426,7 @@ func (u *updater) rollbackVM(ctx context.Context, r *restorer, v PlanVM, s SaveR
 				return rb
 			}
 			prog.set(v.Name, "waking", false)
-			w, err := vmm.CallControl(v.Control, vmm.ControlRequest{Command: "wakeup", Timeout: 30000})
-			if err == nil && !w.OK {
-				err = errors.New(w.Error)
-			}
-			if err != nil {
+			if _, err := lifecycle.RequestWake(v.Control, 30*time.Second); err != nil {
 				rb.Err = fmt.Errorf("suspended by the update and the wakeup failed: %v (try pmvm wakeup %s)", err, v.Name)
 				prog.set(v.Name, "FAILED to wake", true)
 				return rb

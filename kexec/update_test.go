@@ -16,6 +16,8 @@ import (
 
 	"github.com/pmvm/pmvm/configs"
 	"github.com/pmvm/pmvm/vmm"
+	"github.com/pmvm/pmvm/vmm/lifecycle"
+	"github.com/pmvm/pmvm/vmm/timeline"
 )
 
 // loadRecorder stands in for kexec_file_load and counts calls.
@@ -111,14 +113,14 @@ func TestUpdateRollsBackAFailedSave(t *testing.T) {
 	assert.Contains(t, env["PMVM_ERROR"], "no space left on device")
 	assert.Equal(t, "asleep,awake,saved", env["PMVM_VM"], "VMs in vm_dir order")
 
-	tl, terr := ReadTimeline(h.TimelinePath())
+	tl, terr := timeline.Read(h.TimelinePath())
 	require.NoError(t, terr)
 	_, rolled := tl.Last("", StepRollback)
 	assert.True(t, rolled)
 	_, hasKexec := tl.Last("", StepKexec)
 	assert.False(t, hasKexec)
 	blackouts := map[string]Blackout{}
-	for _, b := range tl.Blackouts() {
+	for _, b := range Blackouts(tl) {
 		blackouts[b.VM] = b
 	}
 	assert.True(t, blackouts["saved"].Done, "the saved VM's blackout ends when it runs again")
@@ -219,11 +221,11 @@ func TestUpdateNoRebootThenRestore(t *testing.T) {
 	assert.Equal(t, kernel, readEnvFile(t, preKexec)["PMVM_KERNEL"])
 	assert.Equal(t, h.TimelinePath(), readEnvFile(t, preKexec)["PMVM_TIMELINE"])
 
-	tl, err := ReadTimeline(h.TimelinePath())
+	tl, err := timeline.Read(h.TimelinePath())
 	require.NoError(t, err)
 	for _, step := range []struct{ vm, what string }{
-		{"", StepUpdateStarted}, {"", StepPreSaveHook}, {"alpha", StepSaveRequested}, {"alpha", StepGuestInS3},
-		{"alpha", StepStateDurable}, {"alpha", StepPMVMExited}, {"beta", StepStateDurable}, {"", StepKernelLoaded}, {"", StepPreKexecHook},
+		{"", StepUpdateStarted}, {"", StepPreSaveHook}, {"alpha", lifecycle.StepSaveRequested}, {"alpha", lifecycle.StepGuestInS3},
+		{"alpha", lifecycle.StepStateDurable}, {"alpha", lifecycle.StepPMVMExited}, {"beta", lifecycle.StepStateDurable}, {"", StepKernelLoaded}, {"", StepPreKexecHook},
 	} {
 		_, ok := tl.Last(step.vm, step.what)
 		assert.True(t, ok, "timeline has %q for %q", step.what, step.vm)
@@ -249,7 +251,7 @@ func TestUpdateNoRebootThenRestore(t *testing.T) {
 	assert.Contains(t, string(postEnv), "PMVM_PHASE=post-restore\n")
 	assert.Contains(t, rout.String(), "note: this kernel booted at", "no kexec happened in this test, and restore says so")
 	assert.Contains(t, rout.String(), "blackout (save requested -> running again):")
-	bs := rep.Timeline.Blackouts()
+	bs := Blackouts(rep.Timeline)
 	require.Len(t, bs, 2)
 	for _, b := range bs {
 		assert.True(t, b.Done, b.VM)
@@ -292,13 +294,13 @@ func TestUpdateSavesInParallel(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, res.Saves, len(names))
 
-	tl, err := ReadTimeline(h.TimelinePath())
+	tl, err := timeline.Read(h.TimelinePath())
 	require.NoError(t, err)
 	var lastRequested, firstDurable time.Time
 	for _, n := range names {
-		req, ok := tl.Last(n, StepSaveRequested)
+		req, ok := tl.Last(n, lifecycle.StepSaveRequested)
 		require.True(t, ok, n)
-		dur, ok := tl.Last(n, StepStateDurable)
+		dur, ok := tl.Last(n, lifecycle.StepStateDurable)
 		require.True(t, ok, n)
 		if req.After(lastRequested) {
 			lastRequested = req

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/pmvm/pmvm/vmm/timeline"
 )
 
 // ControlRequest is one line a client sends on the control socket.
@@ -26,8 +28,8 @@ type ControlResponse struct {
 	Error  string  `json:"error,omitempty"`
 	Status *Status `json:"status,omitempty"`
 	// Took is how long the command took, for timelines.
-	Took     time.Duration `json:"took_ns,omitempty"`
-	Timeline *Timeline     `json:"timeline,omitempty"`
+	Took     time.Duration      `json:"took_ns,omitempty"`
+	Timeline *timeline.Timeline `json:"timeline,omitempty"`
 
 	// After runs once the response is on the wire (e.g. to exit after a save).
 	After func() `json:"-"`

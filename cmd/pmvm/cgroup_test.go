@@ -15,8 +15,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/pmvm/pmvm/kexec"
 	"github.com/pmvm/pmvm/vmm"
+	"github.com/pmvm/pmvm/vmm/cgroup"
 )
 
 // cgroupFiles is where the kernel keeps a VM cgroup's limits and
@@ -35,7 +35,7 @@ func vmCgroupFiles(t *testing.T, procFile, name, parent string, weight, memory, 
 	v1, v2, err := cgroups.ParseCgroupFileUnified(procFile)
 	require.NoError(t, err)
 	f := cgroupFiles{limits: map[string]string{}}
-	if kexec.DetectCgroupMode() == kexec.CgroupUnified {
+	if cgroup.DetectMode() == cgroup.Unified {
 		require.True(t, strings.HasSuffix(v2, "/"+parent+"/"+name+".scope"), "%s: in %q", procFile, v2)
 		dir := filepath.Join("/sys/fs/cgroup", v2)
 		f.limits[filepath.Join(dir, "cpu.weight")] = fmt.Sprint(weight)
@@ -47,7 +47,7 @@ func vmCgroupFiles(t *testing.T, procFile, name, parent string, weight, memory, 
 	for _, ctl := range []string{"cpu", "memory", "pids"} {
 		require.True(t, strings.HasSuffix(v1[ctl], "/"+parent+"/"+name), "%s: %s cgroup %q", procFile, ctl, v1[ctl])
 	}
-	f.limits[filepath.Join("/sys/fs/cgroup/cpu", v1["cpu"], "cpu.shares")] = fmt.Sprint(kexec.CPUShares(weight))
+	f.limits[filepath.Join("/sys/fs/cgroup/cpu", v1["cpu"], "cpu.shares")] = fmt.Sprint(cgroup.CPUShares(weight))
 	f.limits[filepath.Join("/sys/fs/cgroup/memory", v1["memory"], "memory.limit_in_bytes")] = fmt.Sprint(memory)
 	f.limits[filepath.Join("/sys/fs/cgroup/pids", v1["pids"], "pids.max")] = fmt.Sprint(pids)
 	f.procs = filepath.Join("/sys/fs/cgroup/pids", v1["pids"], "cgroup.procs")
@@ -61,7 +61,7 @@ func keepOwnCgroups(t *testing.T) {
 	v1, v2, err := cgroups.ParseCgroupFileUnified("/proc/self/cgroup")
 	require.NoError(t, err)
 	var files []string
-	if kexec.DetectCgroupMode() == kexec.CgroupUnified {
+	if cgroup.DetectMode() == cgroup.Unified {
 		files = append(files, filepath.Join("/sys/fs/cgroup", v2, "cgroup.procs"))
 	} else {
 		for _, ctl := range []string{"cpu", "memory", "pids"} {
@@ -87,7 +87,7 @@ func keepOwnCgroups(t *testing.T) {
 // config's [limits] sets (cpu_weight, pids) and the host config's default
 // for the one it leaves out (memory = guest RAM + vmm_memory_overhead).
 func TestRunJoinsVMCgroup(t *testing.T) {
-	require.NotEqual(t, kexec.CgroupUnavailable, kexec.DetectCgroupMode(), "no cgroup filesystem at /sys/fs/cgroup: this test needs one (root, cgroupfs mounted)")
+	require.NotEqual(t, cgroup.Unavailable, cgroup.DetectMode(), "no cgroup filesystem at /sys/fs/cgroup: this test needs one (root, cgroupfs mounted)")
 	dir := t.TempDir()
 	parent := fmt.Sprintf("pmvm-run-test-%d-%d", os.Getpid(), time.Now().UnixNano()%100000)
 	hostConfig := filepath.Join(dir, "host.toml")
@@ -99,7 +99,7 @@ func TestRunJoinsVMCgroup(t *testing.T) {
 	ownBefore := readFile(t, "/proc/self/cgroup")
 
 	// A VM of that name still runs: its cgroup holds a process.
-	cg, err := kexec.NewCgroup("tiny", parent, kexec.CgroupLimits{})
+	cg, err := cgroup.New("tiny", parent, cgroup.Limits{})
 	require.NoError(t, err)
 	other := exec.Command("/bin/sleep", "60")
 	require.NoError(t, other.Start())

@@ -12,6 +12,7 @@ import (
 
 	"github.com/pmvm/pmvm/pmem/memspec"
 	"github.com/pmvm/pmvm/vmm"
+	"github.com/pmvm/pmvm/vmm/lifecycle"
 )
 
 // defaultRuntimeDir is where a VM's sockets live unless its config says
@@ -100,16 +101,12 @@ func cmdSuspend(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return exitUsage
 	}
-	resp, err := vmm.CallControl(sock, vmm.ControlRequest{Command: "suspend", Timeout: timeout.Milliseconds()})
+	took, err := lifecycle.RequestSuspend(sock, *timeout)
 	if err != nil {
 		fmt.Fprintln(stderr, "pmvm suspend:", err)
 		return exitFailure
 	}
-	if !resp.OK {
-		fmt.Fprintln(stderr, "pmvm suspend:", resp.Error)
-		return exitFailure
-	}
-	fmt.Fprintf(stdout, "suspended in %s\n", resp.Took.Round(time.Millisecond))
+	fmt.Fprintf(stdout, "suspended in %s\n", took.Round(time.Millisecond))
 	return 0
 }
 
@@ -118,16 +115,12 @@ func cmdWakeup(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return exitUsage
 	}
-	resp, err := vmm.CallControl(sock, vmm.ControlRequest{Command: "wakeup", Timeout: 30000})
+	took, err := lifecycle.RequestWake(sock, 30*time.Second)
 	if err != nil {
 		fmt.Fprintln(stderr, "pmvm wakeup:", err)
 		return exitFailure
 	}
-	if !resp.OK {
-		fmt.Fprintln(stderr, "pmvm wakeup:", resp.Error)
-		return exitFailure
-	}
-	fmt.Fprintf(stdout, "woken in %s\n", resp.Took.Round(time.Millisecond))
+	fmt.Fprintf(stdout, "woken in %s\n", took.Round(time.Millisecond))
 	return 0
 }
 
@@ -150,25 +143,17 @@ func cmdSave(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "pmvm save:", err)
 		return exitUsage
 	}
-	resp, err := vmm.CallControl(sock, vmm.ControlRequest{Command: "save", State: abs, Timeout: timeout.Milliseconds()})
+	tl, err := lifecycle.RequestSave(sock, abs, *timeout)
 	if err != nil {
 		fmt.Fprintln(stderr, "pmvm save:", err)
 		return exitFailure
 	}
-	if !resp.OK {
-		fmt.Fprintln(stderr, "pmvm save:", resp.Error)
-		return exitFailure
-	}
 	// pmvm exits once it has answered; until then it holds the VM's
 	// sockets and memory lock, which a resume needs.
-	gone := vmm.WaitControlGone(sock, 30*time.Second)
-	if !gone {
+	if !lifecycle.WaitExited(sock, 30*time.Second, tl, "") {
 		fmt.Fprintf(stderr, "pmvm save: the state is saved, but pmvm is still running after 30s: wait for it to exit before resuming\n")
 	}
-	if tl := resp.Timeline; tl != nil {
-		if gone {
-			tl.Mark("pmvm exited")
-		}
+	if tl != nil {
 		fmt.Fprint(stdout, tl.String())
 	}
 	fmt.Fprintf(stdout, "saved to %s\n", abs)

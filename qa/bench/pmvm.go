@@ -18,6 +18,7 @@ import (
 	"github.com/pmvm/pmvm/qa/labrun"
 	"github.com/pmvm/pmvm/state"
 	"github.com/pmvm/pmvm/vmm"
+	"github.com/pmvm/pmvm/vmm/lifecycle"
 )
 
 // Version is what the benchmark's state files say wrote them.
@@ -60,46 +61,41 @@ func (c *console) firstByte() time.Time {
 	return c.first
 }
 
-// Guest is a pmvm machine running the tiny guest (its vCPU threads started
-// by Machine.Run).
+// Guest is a pmvm machine running the tiny guest, built and run by
+// vmm/lifecycle as pmvm run builds and runs it.
 type Guest struct {
+	vm      *lifecycle.VM
 	M       *vmm.Machine
 	console *console
 	cancel  context.CancelFunc
-	done    chan runResult
 }
 
-type runResult struct {
-	outcome vmm.Outcome
-	err     error
-}
-
-func start(m *vmm.Machine, con *console) *Guest {
+// open builds the machine cfg describes (booted, or restored by resume)
+// with con as its console, and starts its vCPUs.
+func open(cfg *configs.VM, resume *lifecycle.Resume, con *console) (*Guest, error) {
+	vm, err := lifecycle.Open(cfg, lifecycle.Options{Log: zerolog.Nop(), Console: con, Resume: resume})
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	g := &Guest{M: m, console: con, cancel: cancel, done: make(chan runResult, 1)}
-	go func() {
-		o, err := m.Run(ctx)
-		g.done <- runResult{o, err}
-	}()
-	return g
+	g := &Guest{vm: vm, M: vm.M, console: con, cancel: cancel}
+	if err := vm.Start(ctx); err != nil {
+		return nil, errors.Join(err, g.wait())
+	}
+	return g, nil
 }
 
 // BootToS3 builds the machine cfg describes, boots the suspending kernel
 // (cfg.Boot.Kernel) and waits until the guest has entered S3.
 func BootToS3(cfg *configs.VM) (*Guest, error) {
 	con := newConsole()
-	m, err := vmm.New(cfg, vmm.Options{Log: zerolog.Nop(), Console: con})
+	g, err := open(cfg, nil, con)
 	if err != nil {
 		return nil, err
 	}
-	if err := m.Boot(); err != nil {
-		m.Close()
-		return nil, err
-	}
-	g := start(m, con)
 	ctx, cancel := context.WithTimeout(context.Background(), stepTimeout)
 	defer cancel()
-	if _, err := m.WaitRunState(ctx, vmm.StateSuspended); err != nil {
+	if _, err := g.M.WaitRunState(ctx, vmm.StateSuspended); err != nil {
 		return nil, errors.Join(fmt.Errorf("the tiny guest did not suspend: %w", err), g.Close())
 	}
 	if out := con.String(); out != SuspendOutput {
@@ -108,12 +104,23 @@ func BootToS3(cfg *configs.VM) (*Guest, error) {
 	return g, nil
 }
 
-// Save writes the suspended guest's state file (SaveState, the timed part
-// of BenchmarkSave) and returns how long it took.
+// Save saves the suspended guest to path with lifecycle.Save, as pmvm
+// save does, and returns the timed part of BenchmarkSave: from the save
+// request to the state file durable (its timeline's first step to
+// lifecycle.StepStateDurable).
 func (g *Guest) Save(path string) (time.Duration, error) {
-	t0 := time.Now()
-	err := g.M.SaveState(path, Version)
-	return time.Since(t0), err
+	noAgent := func(context.Context) error {
+		return errors.New("the tiny guest has no agent: it suspends itself before a save")
+	}
+	tl, err := lifecycle.Save(context.Background(), g.M, noAgent, path, Version, zerolog.Nop())
+	if err != nil {
+		return 0, err
+	}
+	d, ok := tl.Between(lifecycle.StepSaveRequested, lifecycle.StepStateDurable)
+	if !ok {
+		return 0, fmt.Errorf("the save timeline lacks %q or %q:\n%s", lifecycle.StepSaveRequested, lifecycle.StepStateDurable, tl)
+	}
+	return d, nil
 }
 
 // Finish stops a saved guest (the process exit of `pmvm save`).
@@ -124,25 +131,25 @@ func (g *Guest) Finish() error {
 
 // Close stops the guest however it is and releases the machine.
 func (g *Guest) Close() error {
-	g.M.Stop()
+	g.vm.Stop()
 	g.cancel()
 	return g.wait()
 }
 
-// wait waits for Run to return and releases the machine. Run's outcome
-// is the guest's business; only a failure is an error.
+// wait waits for the machine to stop and releases it. Its outcome is the
+// guest's business; only a failure is an error.
 func (g *Guest) wait() error {
 	defer g.cancel()
 	var err error
 	select {
-	case r := <-g.done:
-		if r.err != nil || r.outcome == vmm.OutcomeError {
-			err = fmt.Errorf("machine failed (outcome %s): %v", r.outcome, r.err)
+	case <-g.vm.Done():
+		if o, werr := g.vm.Wait(); werr != nil {
+			err = fmt.Errorf("machine failed (outcome %s): %v", o, werr)
 		}
 	case <-time.After(stepTimeout):
 		err = fmt.Errorf("machine did not stop within %s", stepTimeout)
 	}
-	return errors.Join(err, g.M.Close())
+	return errors.Join(err, g.vm.Close())
 }
 
 // SaveOnce boots the tiny guest to S3, saves it to statePath and stops it:
@@ -160,54 +167,55 @@ func SaveOnce(cfg *configs.VM, statePath string) error {
 
 // ResumeTimes splits one resume into its steps.
 type ResumeTimes struct {
-	Check   time.Duration // CheckIncoming: state file read and checked, backing probed
-	New     time.Duration // vmm.New: backing mapped, VM, irqchip, vCPUs, devices
-	Restore time.Duration // Restore: device records, clock
-	Wake    time.Duration // Run started, Wake, until the guest's first port write at its waking vector
+	Check   time.Duration // lifecycle.BeginResume: state file read and checked, backing probed
+	New     time.Duration // lifecycle.Open up to the restore: backing mapped, VM, irqchip, vCPUs, devices
+	Restore time.Duration // the restore: device records, clock
+	Wake    time.Duration // VM.Start: Run started, Wake, until the guest's first port write at its waking vector
 }
 
 // Total is the whole resume.
 func (t ResumeTimes) Total() time.Duration { return t.Check + t.New + t.Restore + t.Wake }
 
-// Resume resumes the guest saved in statePath into a new machine and
-// times it up to the guest's first instruction output at its waking
-// vector; then (untimed) it lets the resume code finish, checks that it
-// saw its marker and WAK_STS, and releases the machine.
+// Resume resumes the guest saved in statePath into a new machine, as pmvm
+// run --incoming does (lifecycle.BeginResume, Open, Start), and times it
+// from its steps up to the guest's first instruction output at its
+// waking vector; then (untimed) it lets the resume code finish, checks
+// that it saw its marker and WAK_STS, and releases the machine.
 func Resume(cfg *configs.VM, statePath string) (ResumeTimes, error) {
 	var t ResumeTimes
 	con := newConsole()
-	t0 := time.Now()
-	in, err := vmm.CheckIncoming(cfg, statePath, nil)
+	r, err := lifecycle.BeginResume(cfg, statePath, time.Now(), nil)
 	if err != nil {
 		return t, err
 	}
-	t1 := time.Now()
-	m, err := vmm.New(cfg, vmm.Options{Log: zerolog.Nop(), Console: con, Memory: in.Memory})
+	g, err := open(cfg, r, con)
 	if err != nil {
 		return t, err
-	}
-	t2 := time.Now()
-	if err := m.Restore(in); err != nil {
-		m.Close()
-		return t, err
-	}
-	t3 := time.Now()
-	g := start(m, con)
-	if err := m.Wake("benchmark resume"); err != nil {
-		return t, errors.Join(err, g.Close())
 	}
 	select {
 	case <-con.arrived:
 	case <-time.After(stepTimeout):
 		return t, errors.Join(fmt.Errorf("the resumed guest wrote nothing within %s", stepTimeout), g.Close())
 	}
-	t4 := con.firstByte()
-	t = ResumeTimes{Check: t1.Sub(t0), New: t2.Sub(t1), Restore: t3.Sub(t2), Wake: t4.Sub(t3)}
+	step := map[string]time.Time{}
+	for _, e := range r.Timeline.Sorted() {
+		step[e.What] = e.At
+	}
+	for _, s := range []string{lifecycle.StepProcessStart, lifecycle.StepChecked, lifecycle.StepMemoryMapped, lifecycle.StepStateLoaded} {
+		if step[s].IsZero() {
+			return t, errors.Join(fmt.Errorf("the resume timeline lacks %q:\n%s", s, r.Timeline), g.Close())
+		}
+	}
+	t = ResumeTimes{
+		Check:   step[lifecycle.StepChecked].Sub(step[lifecycle.StepProcessStart]),
+		New:     step[lifecycle.StepMemoryMapped].Sub(step[lifecycle.StepChecked]),
+		Restore: step[lifecycle.StepStateLoaded].Sub(step[lifecycle.StepMemoryMapped]),
+		Wake:    con.firstByte().Round(0).Sub(step[lifecycle.StepStateLoaded]),
+	}
 
 	// Untimed: the resume code powers off once it has printed.
 	select {
-	case r := <-g.done:
-		g.done <- r
+	case <-g.vm.Done():
 	case <-time.After(stepTimeout):
 		return t, errors.Join(fmt.Errorf("the resumed guest did not power off; it printed %q", con.String()), g.Close())
 	}

@@ -1,4 +1,4 @@
-package kexec
+package cgroup
 
 import (
 	"bufio"
@@ -61,20 +61,20 @@ func procCgroups(t *testing.T, pid int) (map[string]string, string) {
 // cgroup_parent), so nothing outside it is touched. Cgroups that cannot be
 // used here fail the test with the reason.
 func TestCgroupLifecycleOnThisHost(t *testing.T) {
-	mode := DetectCgroupMode()
-	require.NotEqual(t, CgroupUnavailable, mode, "no cgroup filesystem at /sys/fs/cgroup: this test needs one (root, cgroupfs mounted)")
+	mode := DetectMode()
+	require.NotEqual(t, Unavailable, mode, "no cgroup filesystem at /sys/fs/cgroup: this test needs one (root, cgroupfs mounted)")
 	t.Logf("cgroup layout: %s", mode)
 	cfg := &configs.VM{Name: "vm1", VCPUs: 2, Memory: []configs.Memory{{Name: "ram0", Size: configs.Size(64 * memspec.MiB)}}}
 	lim := LimitsFor(cfg, configs.Limits{VMLimits: configs.VMLimits{CPUWeight: 50, VMMMemoryOverhead: configs.Size(256 * memspec.MiB), Pids: 128}})
-	assert.Equal(t, CgroupLimits{CPUWeight: 50, MemoryMax: 320 << 20, PidsMax: 128}, lim)
-	parent := fmt.Sprintf("pmvm-kexec-test-%d", os.Getpid())
+	assert.Equal(t, Limits{CPUWeight: 50, MemoryMax: 320 << 20, PidsMax: 128}, lim)
+	parent := fmt.Sprintf("pmvm-cgroup-test-%d", os.Getpid())
 
-	cg, err := NewCgroup("vm1", parent, lim)
+	cg, err := New("vm1", parent, lim)
 	require.NoError(t, err, "creating a VM cgroup on this host (%s)", mode)
 	t.Cleanup(func() { cg.Delete() })
 	t.Logf("cgroup %s: %s", cg.Path, cg)
 	limitFiles := map[string]string{}
-	if mode == CgroupUnified {
+	if mode == Unified {
 		dir := cg.Dir("")
 		limitFiles[filepath.Join(dir, "cpu.weight")] = "50"
 		limitFiles[filepath.Join(dir, "memory.max")] = "335544320"
@@ -106,7 +106,7 @@ func TestCgroupLifecycleOnThisHost(t *testing.T) {
 			"/proc/%d/cgroup puts it in %s/vm1 for %q, not %q", p.Process.Pid, parent, ctl, got)
 	}
 
-	_, err = NewCgroup("vm1", parent, CgroupLimits{CPUWeight: 200, MemoryMax: 512 << 20, PidsMax: 256})
+	_, err = New("vm1", parent, Limits{CPUWeight: 200, MemoryMax: 512 << 20, PidsMax: 256})
 	assert.ErrorContains(t, err, "already holds processes", "a running VM's cgroup is not reused")
 	for file, want := range limitFiles {
 		assert.Equal(t, want, readTrim(t, file), "%s is left as it was", file)
@@ -124,7 +124,7 @@ func TestCgroupLifecycleOnThisHost(t *testing.T) {
 	require.NoError(t, cg.Delete())
 	for _, dir := range cg.Dirs {
 		assert.NoDirExists(t, dir)
-		assert.NoDirExists(t, filepath.Dir(dir), "the parent NewCgroup created is removed too")
+		assert.NoDirExists(t, filepath.Dir(dir), "the parent New created is removed too")
 	}
 	assert.NoError(t, cg.Delete(), "deleting again does nothing")
 }
@@ -138,15 +138,15 @@ func TestCgroupLifecycleOnThisHost(t *testing.T) {
 // parent are deleted; with a limit whose controller the hierarchy lacks,
 // creation is refused naming the controller and leaves nothing behind.
 func TestCgroupV2LayoutOnUnifiedMount(t *testing.T) {
-	mode := DetectCgroupMode()
+	mode := DetectMode()
 	mp := v2Mountpoint(mode)
 	require.NotEmpty(t, mp, "no cgroup v2 hierarchy mounted on this host (%s)", mode)
-	parent := fmt.Sprintf("pmvm-kexec-v2-test-%d", os.Getpid())
+	parent := fmt.Sprintf("pmvm-cgroup-v2-test-%d", os.Getpid())
 
-	c, err := newCgroupV2("vm2", mp, parent, CgroupLimits{}, 0)
+	c, err := newV2("vm2", mp, parent, Limits{}, 0)
 	require.NoError(t, err, "v2 cgroup under %s", mp)
 	t.Cleanup(func() { c.Delete() })
-	assert.Equal(t, CgroupUnified, c.Mode)
+	assert.Equal(t, Unified, c.Mode)
 	dir := c.Dir("")
 	assert.DirExists(t, dir)
 	assert.True(t, strings.HasSuffix(dir, "/"+parent+"/vm2.scope"), dir)
@@ -155,7 +155,7 @@ func TestCgroupV2LayoutOnUnifiedMount(t *testing.T) {
 
 	cmd := exec.Command("/bin/sleep", "60")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	require.NoError(t, startInCgroup(cmd, c))
+	require.NoError(t, Start(cmd, c))
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	_, v2 := procCgroups(t, cmd.Process.Pid)
 	assert.Equal(t, c.Path, v2, "/proc/%d/cgroup", cmd.Process.Pid)
@@ -182,7 +182,7 @@ func TestCgroupV2LayoutOnUnifiedMount(t *testing.T) {
 	avail, err := os.ReadFile(filepath.Join(mp, "cgroup.controllers"))
 	require.NoError(t, err)
 	if !slices.Contains(strings.Fields(string(avail)), "pids") {
-		_, err = newCgroupV2("vm3", mp, parent, CgroupLimits{PidsMax: 100}, 0)
+		_, err = newV2("vm3", mp, parent, Limits{PidsMax: 100}, 0)
 		assert.ErrorContains(t, err, `controller "pids" is not available`)
 		assert.NoDirExists(t, filepath.Join(mp, mustV2Group(t, "vm3", parent)))
 		assert.NoDirExists(t, filepath.Dir(filepath.Join(mp, mustV2Group(t, "vm3", parent))))
@@ -214,7 +214,7 @@ func TestCgroupParsing(t *testing.T) {
 	g, err = v2Group("web1", "/vms/")
 	require.NoError(t, err)
 	assert.Equal(t, "/vms/web1.scope", g)
-	if mode := DetectCgroupMode(); mode == CgroupUnified || mode == CgroupHybrid {
+	if mode := DetectMode(); mode == Unified || mode == Hybrid {
 		g, err = v2Group("web1", "vms")
 		require.NoError(t, err)
 		assert.Equal(t, path.Join(v2, "vms/web1.scope"), g, "a relative parent is under this process's v2 cgroup %q", v2)
@@ -224,7 +224,7 @@ func TestCgroupParsing(t *testing.T) {
 	p, err := v1Path("web1", "")(cgroup1.Memory)
 	require.NoError(t, err)
 	assert.Equal(t, "/pmvm/web1", p)
-	if mode := DetectCgroupMode(); mode == CgroupLegacy || mode == CgroupHybrid {
+	if mode := DetectMode(); mode == Legacy || mode == Hybrid {
 		subs, err := v1Subsystems()
 		require.NoError(t, err)
 		require.NotEmpty(t, subs)
@@ -258,19 +258,19 @@ func TestLimitsForVMOverridesHost(t *testing.T) {
 		proves string
 		vm     configs.VMLimits
 		host   configs.Limits
-		want   CgroupLimits
+		want   Limits
 	}{
-		{"no VM limits: the host's", configs.VMLimits{}, host, CgroupLimits{CPUWeight: 100, MemoryMax: 320 << 20, PidsMax: 1024}},
-		{"each VM limit wins, the rest from the host", configs.VMLimits{CPUWeight: 50, Pids: 512}, host, CgroupLimits{CPUWeight: 50, MemoryMax: 320 << 20, PidsMax: 512}},
-		{"the VM's overhead wins", configs.VMLimits{VMMMemoryOverhead: configs.Size(64 * memspec.MiB)}, host, CgroupLimits{CPUWeight: 100, MemoryMax: 128 << 20, PidsMax: 1024}},
-		{"VM limits without host defaults", configs.VMLimits{CPUWeight: 10000, VMMMemoryOverhead: configs.Size(32 * memspec.MiB), Pids: 66}, configs.Limits{}, CgroupLimits{CPUWeight: 10000, MemoryMax: 96 << 20, PidsMax: 66}},
-		{"nothing set: no limits", configs.VMLimits{}, configs.Limits{}, CgroupLimits{}},
+		{"no VM limits: the host's", configs.VMLimits{}, host, Limits{CPUWeight: 100, MemoryMax: 320 << 20, PidsMax: 1024}},
+		{"each VM limit wins, the rest from the host", configs.VMLimits{CPUWeight: 50, Pids: 512}, host, Limits{CPUWeight: 50, MemoryMax: 320 << 20, PidsMax: 512}},
+		{"the VM's overhead wins", configs.VMLimits{VMMMemoryOverhead: configs.Size(64 * memspec.MiB)}, host, Limits{CPUWeight: 100, MemoryMax: 128 << 20, PidsMax: 1024}},
+		{"VM limits without host defaults", configs.VMLimits{CPUWeight: 10000, VMMMemoryOverhead: configs.Size(32 * memspec.MiB), Pids: 66}, configs.Limits{}, Limits{CPUWeight: 10000, MemoryMax: 96 << 20, PidsMax: 66}},
+		{"nothing set: no limits", configs.VMLimits{}, configs.Limits{}, Limits{}},
 	} {
 		cfg := &configs.VM{Name: "vm", VCPUs: 2, Memory: []configs.Memory{{Name: "ram0", Size: configs.Size(64 * memspec.MiB)}}, Limits: tc.vm}
 		assert.Equal(t, tc.want, LimitsFor(cfg, tc.host), tc.proves)
 	}
-	assert.Equal(t, "cpu_weight 50, memory 320MiB, pids 512", CgroupLimits{CPUWeight: 50, MemoryMax: 320 << 20, PidsMax: 512}.String())
-	assert.Equal(t, "no limits", CgroupLimits{}.String())
+	assert.Equal(t, "cpu_weight 50, memory 320MiB, pids 512", Limits{CPUWeight: 50, MemoryMax: 320 << 20, PidsMax: 512}.String())
+	assert.Equal(t, "no limits", Limits{}.String())
 }
 
 // TestCheckPids proves a pids limit a VM could not run under (fewer than
@@ -293,13 +293,13 @@ func TestCheckPids(t *testing.T) {
 
 // joinHelperEnv makes this test binary join a VM cgroup (see
 // TestJoinCgroupHelper).
-const joinHelperEnv = "PMVM_KEXEC_TEST_JOIN"
+const joinHelperEnv = "PMVM_CGROUP_TEST_JOIN"
 
 // joinHelperLimits are what a join helper writes into its cgroup.
-var joinHelperLimits = CgroupLimits{CPUWeight: 30, MemoryMax: 256 << 20, PidsMax: 200}
+var joinHelperLimits = Limits{CPUWeight: 30, MemoryMax: 256 << 20, PidsMax: 200}
 
 // TestJoinCgroupHelper is not a test: with joinHelperEnv set to "NAME
-// PARENT" it waits for a line on stdin, calls JoinCgroup as pmvm run
+// PARENT" it waits for a line on stdin, calls Join as pmvm run
 // does, prints "moved=<bool>" or "error: ...", and lives until stdin
 // closes. In a normal test run it returns at once.
 func TestJoinCgroupHelper(t *testing.T) {
@@ -310,7 +310,7 @@ func TestJoinCgroupHelper(t *testing.T) {
 	name, parent, _ := strings.Cut(spec, " ")
 	in := bufio.NewReader(os.Stdin)
 	in.ReadString('\n')
-	_, moved, err := JoinCgroup(name, parent, joinHelperLimits)
+	_, moved, err := Join(name, parent, joinHelperLimits)
 	if err != nil {
 		fmt.Printf("error: %v\n", err)
 		os.Exit(1)
@@ -329,7 +329,7 @@ type joinChild struct {
 
 // startJoinChild starts a join helper for VM name, inside cg if not nil
 // (as pmvm host restore starts pmvm run), else in this test's cgroup.
-func startJoinChild(t *testing.T, name, parent string, cg *Cgroup) *joinChild {
+func startJoinChild(t *testing.T, name, parent string, cg *Group) *joinChild {
 	t.Helper()
 	exe, err := os.Executable()
 	require.NoError(t, err)
@@ -343,12 +343,12 @@ func startJoinChild(t *testing.T, name, parent string, cg *Cgroup) *joinChild {
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
 	c.out = bufio.NewReader(stdout)
-	require.NoError(t, startInCgroup(cmd, cg))
+	require.NoError(t, Start(cmd, cg))
 	t.Cleanup(c.stop)
 	return c
 }
 
-// join lets the helper call JoinCgroup and returns what it printed.
+// join lets the helper call Join and returns what it printed.
 func (c *joinChild) join(t *testing.T) string {
 	t.Helper()
 	_, err := io.WriteString(c.stdin, "\n")
@@ -392,11 +392,11 @@ func removeTestCgroups(t *testing.T, parent string) {
 // name's cgroup under the relative parent in every hierarchy the VM's
 // cgroup uses (exactly there, not in one nested below it), and that the
 // limits files hold lim.
-func assertInVMCgroup(t *testing.T, pid int, name, parent string, lim CgroupLimits) {
+func assertInVMCgroup(t *testing.T, pid int, name, parent string, lim Limits) {
 	t.Helper()
 	v1, v2 := procCgroups(t, pid)
 	files := map[string]string{}
-	if DetectCgroupMode() == CgroupUnified {
+	if DetectMode() == Unified {
 		assert.True(t, strings.HasSuffix(v2, "/"+parent+"/"+name+".scope") && !strings.Contains(strings.TrimSuffix(v2, "/"+parent+"/"+name+".scope"), "/"+parent+"/"),
 			"pid %d in %q", pid, v2)
 		dir := filepath.Join(cgroupRoot, v2)
@@ -427,9 +427,9 @@ func assertInVMCgroup(t *testing.T, pid int, name, parent string, lim CgroupLimi
 // relative cgroup_parent) stays exactly there, is not moved into a cgroup
 // nested below its own, and writes its limits into it.
 func TestJoinCgroupOnThisHost(t *testing.T) {
-	mode := DetectCgroupMode()
-	require.NotEqual(t, CgroupUnavailable, mode, "no cgroup filesystem at /sys/fs/cgroup: this test needs one (root, cgroupfs mounted)")
-	parent := fmt.Sprintf("pmvm-kexec-join-test-%d", os.Getpid())
+	mode := DetectMode()
+	require.NotEqual(t, Unavailable, mode, "no cgroup filesystem at /sys/fs/cgroup: this test needs one (root, cgroupfs mounted)")
+	parent := fmt.Sprintf("pmvm-cgroup-join-test-%d", os.Getpid())
 	t.Cleanup(func() { removeTestCgroups(t, parent) })
 
 	first := startJoinChild(t, "vmj", parent, nil)
@@ -445,7 +445,7 @@ func TestJoinCgroupOnThisHost(t *testing.T) {
 	assert.NotContains(t, v1["pids"]+v2, parent, "the refused one moved nowhere")
 	assertInVMCgroup(t, first.cmd.Process.Pid, "vmj", parent, joinHelperLimits)
 
-	cg, err := NewCgroup("vmr", parent, CgroupLimits{})
+	cg, err := New("vmr", parent, Limits{})
 	require.NoError(t, err)
 	restored := startJoinChild(t, "vmr", parent, cg)
 	assert.Equal(t, "moved=false", restored.join(t), "started in its cgroup, it stays there")

@@ -1,5 +1,6 @@
-package kexec
-
+// Package cgroup puts each VM in a cgroup of its own, with its limits, the
+// same whether pmvm run, a unit or pmvm host restore starts it.
+//
 // Each VM's pmvm process runs in a cgroup of its own (pmvm run moves
 // itself there; pmvm host restore starts it there), with the VM config's
 // [limits], else the host config's. The cgroups are created, filled and removed
@@ -13,6 +14,7 @@ package kexec
 // refusing to reuse a cgroup that still holds a VM, naming the controller
 // a limit needs when the hierarchy lacks it, and removing the parent
 // directories a VM's cgroup needed once they are empty.
+package cgroup
 
 import (
 	"errors"
@@ -20,10 +22,12 @@ import (
 	"io/fs"
 	"math"
 	"os"
+	"os/exec"
 	"path"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 
 	"github.com/containerd/cgroups/v3"
 	"github.com/containerd/cgroups/v3/cgroup1"
@@ -35,23 +39,23 @@ import (
 	"github.com/pmvm/pmvm/pmem/memspec"
 )
 
-// CgroupMode is the host's cgroup layout, as containerd's cgroups.Mode.
-type CgroupMode int
+// Mode is the host's cgroup layout, as containerd's cgroups.Mode.
+type Mode int
 
 const (
-	CgroupUnavailable CgroupMode = iota // no cgroup filesystem found
-	CgroupLegacy                        // v1 only
-	CgroupHybrid                        // v1 controllers, v2 mounted beside them (no controllers)
-	CgroupUnified                       // v2 only
+	Unavailable Mode = iota // no cgroup filesystem found
+	Legacy                  // v1 only
+	Hybrid                  // v1 controllers, v2 mounted beside them (no controllers)
+	Unified                 // v2 only
 )
 
-func (m CgroupMode) String() string {
+func (m Mode) String() string {
 	switch m {
-	case CgroupLegacy:
+	case Legacy:
 		return "v1 (legacy)"
-	case CgroupHybrid:
+	case Hybrid:
 		return "v1 (hybrid, v2 at /sys/fs/cgroup/unified)"
-	case CgroupUnified:
+	case Unified:
 		return "v2 (unified)"
 	}
 	return "unavailable"
@@ -60,38 +64,38 @@ func (m CgroupMode) String() string {
 // cgroupRoot is where the hierarchies are mounted.
 const cgroupRoot = "/sys/fs/cgroup"
 
-// DetectCgroupMode is cgroups.Mode, except that a /sys/fs/cgroup on which
+// DetectMode is cgroups.Mode, except that a /sys/fs/cgroup on which
 // no v1 hierarchy the library can use is mounted is unavailable, not
 // legacy.
-func DetectCgroupMode() CgroupMode {
+func DetectMode() Mode {
 	switch cgroups.Mode() {
 	case cgroups.Unified:
-		return CgroupUnified
+		return Unified
 	case cgroups.Hybrid:
-		return CgroupHybrid
+		return Hybrid
 	case cgroups.Legacy:
 		if subs, err := cgroup1.Default(); err == nil && len(subs) > 0 {
-			return CgroupLegacy
+			return Legacy
 		}
 	}
-	return CgroupUnavailable
+	return Unavailable
 }
 
 // v2Mountpoint is where the cgroup v2 hierarchy of a host in mode is
 // mounted, "" if it has none.
-func v2Mountpoint(mode CgroupMode) string {
+func v2Mountpoint(mode Mode) string {
 	switch mode {
-	case CgroupUnified:
+	case Unified:
 		return cgroupRoot
-	case CgroupHybrid:
+	case Hybrid:
 		return filepath.Join(cgroupRoot, "unified")
 	}
 	return ""
 }
 
-// CgroupLimits are the limits written into a VM's cgroup; zero leaves one
+// Limits are the limits written into a VM's cgroup; zero leaves one
 // unset.
-type CgroupLimits struct {
+type Limits struct {
 	CPUWeight uint64 // cgroup v2 cpu.weight 1..10000; v1 cpu.shares = weight*1024/100
 	MemoryMax uint64 // bytes
 	PidsMax   int64  // tasks (threads)
@@ -100,9 +104,9 @@ type CgroupLimits struct {
 // LimitsFor returns the cgroup limits of VM cfg: each of its own [limits]
 // it sets, else the host config's default; memory = guest RAM +
 // vmm_memory_overhead when an overhead is set.
-func LimitsFor(cfg *configs.VM, host configs.Limits) CgroupLimits {
+func LimitsFor(cfg *configs.VM, host configs.Limits) Limits {
 	l := cfg.Limits.Or(host.VMLimits)
-	lim := CgroupLimits{CPUWeight: l.CPUWeight, PidsMax: l.Pids}
+	lim := Limits{CPUWeight: l.CPUWeight, PidsMax: l.Pids}
 	if l.VMMMemoryOverhead > 0 {
 		lim.MemoryMax = cfg.TotalMemory() + uint64(l.VMMMemoryOverhead)
 	}
@@ -124,7 +128,7 @@ func CheckPids(cfg *configs.VM, host configs.Limits) error {
 }
 
 // String is "cpu_weight 50, memory 320MiB, pids 512", or "no limits".
-func (lim CgroupLimits) String() string {
+func (lim Limits) String() string {
 	var parts []string
 	if lim.CPUWeight > 0 {
 		parts = append(parts, fmt.Sprintf("cpu_weight %d", lim.CPUWeight))
@@ -155,7 +159,7 @@ func CPUShares(weight uint64) uint64 {
 }
 
 // memoryLimit is lim's memory limit as the library takes it.
-func (lim CgroupLimits) memoryLimit() (int64, error) {
+func (lim Limits) memoryLimit() (int64, error) {
 	if lim.MemoryMax > math.MaxInt64 {
 		return 0, fmt.Errorf("cgroups: memory limit %d is out of range", lim.MemoryMax)
 	}
@@ -164,7 +168,7 @@ func (lim CgroupLimits) memoryLimit() (int64, error) {
 
 // v2Resources are lim for cgroup2.NewManager: only the controllers a limit
 // needs are enabled.
-func (lim CgroupLimits) v2Resources() (*cgroup2.Resources, error) {
+func (lim Limits) v2Resources() (*cgroup2.Resources, error) {
 	res := &cgroup2.Resources{}
 	if lim.CPUWeight > 0 {
 		w := lim.CPUWeight
@@ -184,7 +188,7 @@ func (lim CgroupLimits) v2Resources() (*cgroup2.Resources, error) {
 }
 
 // v1Resources are lim for cgroup1.New (the weight as cpu.shares).
-func (lim CgroupLimits) v1Resources() (*specs.LinuxResources, error) {
+func (lim Limits) v1Resources() (*specs.LinuxResources, error) {
 	res := &specs.LinuxResources{}
 	if lim.CPUWeight > 0 {
 		s := CPUShares(lim.CPUWeight)
@@ -204,17 +208,17 @@ func (lim CgroupLimits) v1Resources() (*specs.LinuxResources, error) {
 	return res, nil
 }
 
-// Cgroup is one VM's cgroup: one directory on v2, one per controller on v1.
-type Cgroup struct {
-	Name string     // the VM
-	Mode CgroupMode // the layout it was created in (CgroupUnified for a v2 one)
-	Path string     // the cgroup path inside each hierarchy ("/pmvm/web1")
+// Group is one VM's cgroup: one directory on v2, one per controller on v1.
+type Group struct {
+	Name string // the VM
+	Mode Mode   // the layout it was created in (Unified for a v2 one)
+	Path string // the cgroup path inside each hierarchy ("/pmvm/web1")
 	// Dirs maps each controller ("" on v2) to the directory of the cgroup.
 	Dirs map[string]string
 
 	v2 *cgroup2.Manager
 	v1 cgroup1.Cgroup
-	// created are the directories that did not exist before NewCgroup
+	// created are the directories that did not exist before New
 	// (the cgroup's own and its parents'), outermost first: the library
 	// removes the cgroup, not the parents it made for it.
 	created []string
@@ -223,24 +227,24 @@ type Cgroup struct {
 // v1Controllers are the v1 hierarchies a VM cgroup is created in.
 var v1Controllers = []cgroup1.Name{cgroup1.Cpu, cgroup1.Memory, cgroup1.Pids}
 
-// NewCgroup creates (or reuses, if it exists and holds no process) the
+// New creates (or reuses, if it exists and holds no process) the
 // cgroup of VM name under parent and writes lim into it. parent "" means
 // "/pmvm.slice" on v2 and "/pmvm" on v1; a parent without a leading "/" is
 // under the cgroup this process runs in. The VM's cgroup is
 // parent/<name>.scope on v2 and parent/<name> on v1.
-func NewCgroup(name, parent string, lim CgroupLimits) (*Cgroup, error) {
-	return newCgroup(name, parent, lim, 0)
+func New(name, parent string, lim Limits) (*Group, error) {
+	return newGroup(name, parent, lim, 0)
 }
 
-// JoinCgroup moves this process (every thread) into VM name's cgroup,
-// made as NewCgroup makes it for a restore: a VM gets the same cgroup and
+// Join moves this process (every thread) into VM name's cgroup,
+// made as New makes it for a restore: a VM gets the same cgroup and
 // limits whether pmvm run or pmvm host restore started it. A process that
 // is in it already (restore starts pmvm run there) only has lim written;
 // a cgroup holding any other process is refused. moved says whether this
 // process had to be moved.
-func JoinCgroup(name, parent string, lim CgroupLimits) (c *Cgroup, moved bool, err error) {
+func Join(name, parent string, lim Limits) (c *Group, moved bool, err error) {
 	self := os.Getpid()
-	if c, err = newCgroup(name, parent, lim, self); err != nil {
+	if c, err = newGroup(name, parent, lim, self); err != nil {
 		return nil, false, err
 	}
 	in, err := c.holds(self)
@@ -257,18 +261,18 @@ func JoinCgroup(name, parent string, lim CgroupLimits) (c *Cgroup, moved bool, e
 	return c, true, nil
 }
 
-// newCgroup is NewCgroup, except that process self (0: none) may be in
+// newGroup is New, except that process self (0: none) may be in
 // the cgroup already. With a relative parent, self in a cgroup ending in
 // parent/<name> counts as in the VM's cgroup: the pmvm that started it
 // made that cgroup under its own, not under self's.
-func newCgroup(name, parent string, lim CgroupLimits, self int) (*Cgroup, error) {
-	switch mode := DetectCgroupMode(); mode {
-	case CgroupUnavailable:
+func newGroup(name, parent string, lim Limits, self int) (*Group, error) {
+	switch mode := DetectMode(); mode {
+	case Unavailable:
 		return nil, errors.New("cgroups: no cgroup filesystem at /sys/fs/cgroup; mount one, or set [limits] cgroups = false in the host config")
-	case CgroupUnified:
-		return newCgroupV2(name, v2Mountpoint(mode), parent, lim, self)
+	case Unified:
+		return newV2(name, v2Mountpoint(mode), parent, lim, self)
 	default:
-		return newCgroupV1(name, mode, parent, lim, self)
+		return newV1(name, mode, parent, lim, self)
 	}
 }
 
@@ -293,8 +297,8 @@ func v2Group(name, parent string) (string, error) {
 	return g, nil
 }
 
-// newCgroupV2 creates VM name's cgroup in the v2 hierarchy at mountpoint.
-func newCgroupV2(name, mountpoint, parent string, lim CgroupLimits, self int) (*Cgroup, error) {
+// newV2 creates VM name's cgroup in the v2 hierarchy at mountpoint.
+func newV2(name, mountpoint, parent string, lim Limits, self int) (*Group, error) {
 	group, err := v2Group(name, parent)
 	if err != nil {
 		return nil, err
@@ -329,7 +333,7 @@ func newCgroupV2(name, mountpoint, parent string, lim CgroupLimits, self int) (*
 		}
 	}
 	dir := filepath.Join(mountpoint, group)
-	c := &Cgroup{Name: name, Mode: CgroupUnified, Path: group, Dirs: map[string]string{"": dir}}
+	c := &Group{Name: name, Mode: Unified, Path: group, Dirs: map[string]string{"": dir}}
 	if err := refuseBusy(dir, name, self, func() ([]uint64, error) { return mgr.Procs(false) }); err != nil {
 		return nil, err
 	}
@@ -381,9 +385,9 @@ func subsystemDir(s cgroup1.Subsystem, p string) (string, bool) {
 	return ps.Path(p), true
 }
 
-// newCgroupV1 creates VM name's cgroup in the v1 cpu, memory and pids
+// newV1 creates VM name's cgroup in the v1 cpu, memory and pids
 // hierarchies.
-func newCgroupV1(name string, mode CgroupMode, parent string, lim CgroupLimits, self int) (*Cgroup, error) {
+func newV1(name string, mode Mode, parent string, lim Limits, self int) (*Group, error) {
 	res, err := lim.v1Resources()
 	if err != nil {
 		return nil, err
@@ -413,7 +417,7 @@ func newCgroupV1(name string, mode CgroupMode, parent string, lim CgroupLimits, 
 			cgPath = own
 		}
 	}
-	c := &Cgroup{Name: name, Mode: mode, Dirs: map[string]string{}}
+	c := &Group{Name: name, Mode: mode, Dirs: map[string]string{}}
 	for _, s := range subs {
 		p, err := cgPath(s.Name())
 		if err != nil {
@@ -500,16 +504,16 @@ func missingDirs(base, dir string) []string {
 	return missing
 }
 
-// removeCreated removes the directories NewCgroup created that are empty,
+// removeCreated removes the directories New created that are empty,
 // innermost first; parents shared with other VMs stay (EBUSY).
-func (c *Cgroup) removeCreated() {
+func (c *Group) removeCreated() {
 	for i := len(c.created) - 1; i >= 0; i-- {
 		os.Remove(c.created[i])
 	}
 }
 
 // AddProc moves process pid (all its threads) into the cgroup.
-func (c *Cgroup) AddProc(pid int) error {
+func (c *Group) AddProc(pid int) error {
 	var err error
 	switch {
 	case c.v2 != nil:
@@ -527,7 +531,7 @@ func (c *Cgroup) AddProc(pid int) error {
 
 // holds reports whether process pid is in the cgroup (on v1, in every
 // hierarchy of it).
-func (c *Cgroup) holds(pid int) (bool, error) {
+func (c *Group) holds(pid int) (bool, error) {
 	switch {
 	case c.v2 != nil:
 		g, err := cgroup2.PidGroupPath(pid)
@@ -553,7 +557,7 @@ func (c *Cgroup) holds(pid int) (bool, error) {
 
 // Procs lists the processes in the cgroup (of its first hierarchy on v1:
 // AddProc puts a process in all of them).
-func (c *Cgroup) Procs() ([]int, error) {
+func (c *Group) Procs() ([]int, error) {
 	var pids []uint64
 	switch {
 	case c.v2 != nil:
@@ -585,9 +589,9 @@ func (c *Cgroup) Procs() ([]int, error) {
 }
 
 // Delete removes the VM's cgroup (which must hold no process any more) and
-// the parent directories NewCgroup created, if they are empty. Deleting
+// the parent directories New created, if they are empty. Deleting
 // it again does nothing.
-func (c *Cgroup) Delete() error {
+func (c *Group) Delete() error {
 	var err error
 	switch {
 	case c.v2 != nil:
@@ -607,15 +611,15 @@ func (c *Cgroup) Delete() error {
 }
 
 // Dir is the cgroup's directory on v2, or of the given v1 controller.
-func (c *Cgroup) Dir(controller string) string {
-	if c.Mode == CgroupUnified {
+func (c *Group) Dir(controller string) string {
+	if c.Mode == Unified {
 		return c.Dirs[""]
 	}
 	return c.Dirs[controller]
 }
 
-func (c *Cgroup) String() string {
-	if c.Mode == CgroupUnified {
+func (c *Group) String() string {
+	if c.Mode == Unified {
 		return c.Dirs[""]
 	}
 	var parts []string
@@ -625,4 +629,45 @@ func (c *Cgroup) String() string {
 		}
 	}
 	return strings.Join(parts, ", ")
+}
+
+// Start starts cmd in g (nil: where this process is): on cgroup v2
+// directly (clone3 with CLONE_INTO_CGROUP, so not one page is charged
+// elsewhere), else by moving it right after the start.
+func Start(cmd *exec.Cmd, g *Group) error {
+	if g == nil {
+		return cmd.Start()
+	}
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	if g.Mode == Unified {
+		if dir, err := os.Open(g.Dirs[""]); err == nil {
+			cmd.SysProcAttr.UseCgroupFD = true
+			cmd.SysProcAttr.CgroupFD = int(dir.Fd())
+			err := cmd.Start()
+			dir.Close()
+			if err == nil {
+				return nil
+			}
+			// Kernels before 5.7 have no CLONE_INTO_CGROUP: move it instead.
+			cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = false, 0
+			cmd.Process = nil
+		}
+	}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	if err := g.AddProc(cmd.Process.Pid); err != nil {
+		// A process that leads its own group (pmvm host restore starts
+		// pmvm in a session of its own) goes with its group.
+		if cmd.SysProcAttr.Setsid || cmd.SysProcAttr.Setpgid {
+			unix.Kill(-cmd.Process.Pid, unix.SIGKILL)
+		} else {
+			cmd.Process.Kill()
+		}
+		cmd.Wait()
+		return err
+	}
+	return nil
 }

@@ -1,0 +1,247 @@
+package lifecycle
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/pmvm/pmvm/configs"
+	"github.com/pmvm/pmvm/guestpm"
+	"github.com/pmvm/pmvm/pmem/memspec"
+	"github.com/pmvm/pmvm/state"
+	"github.com/pmvm/pmvm/vmm"
+	"github.com/pmvm/pmvm/vmm/cgroup"
+)
+
+// HostConfig is the host config a run takes its cgroup and state_dir from.
+type HostConfig struct {
+	Path, From string        // where it was looked for, and why there
+	Host       *configs.Host // nil: nothing at Path
+}
+
+// RunOptions are how Run runs a VM.
+type RunOptions struct {
+	Log        zerolog.Logger
+	Stdout     io.Writer // the guest console, when the config sends it to stdout
+	Stderr     io.Writer // the resume timeline
+	ConfigPath string    // the config's file, for messages
+	Host       HostConfig
+	// Incoming resumes the suspended guest saved in this state file; ""
+	// boots the kernel afresh.
+	Incoming string
+	Started  time.Time // when this process began: a resume's first step
+	Version  string    // pmvm's version, written into state files
+}
+
+// setTimeBudget bounds how long pmvm keeps trying to set the guest clock
+// after a wake while the guest agent comes back.
+const setTimeBudget = 60 * time.Second
+
+// Run runs VM cfg in this process until the guest powers off or resets, it
+// is saved, or the host stops it (the control socket's "stop", SIGINT or
+// SIGTERM): checks first (the memory, the files, a saved guest a boot
+// would overwrite), then the VM's cgroup, then the machine, booted or
+// resumed, with its console, agent line and control socket (suspend,
+// save, wakeup, status, stop).
+func Run(cfg *configs.VM, opts RunOptions) (vmm.Outcome, error) {
+	log := opts.Log
+	if opts.Incoming == "" {
+		if err := refuseBootOverSaved(cfg, opts.Host, opts.ConfigPath); err != nil {
+			return vmm.OutcomeError, err
+		}
+	}
+	// Memory that cannot honour the VM's mode, a kernel that is not one,
+	// a host without KVM: refused before anything is created (cgroup,
+	// console file, sockets). Its memory verdicts go on to CheckIncoming
+	// and vmm.New; pmem.Open then classifies each backing through the
+	// descriptor it maps.
+	mem, err := vmm.Preflight(cfg, opts.Incoming != "")
+	if err != nil {
+		return vmm.OutcomeError, err
+	}
+	// Before guest memory is mapped and vCPU threads start, so that every
+	// page and thread of this VM is in its cgroup.
+	if err := JoinCgroup(cfg, opts.Host, log); err != nil {
+		return vmm.OutcomeError, err
+	}
+	var resume *Resume
+	if opts.Incoming != "" {
+		if resume, err = BeginResume(cfg, opts.Incoming, opts.Started, mem); err != nil {
+			return vmm.OutcomeError, err
+		}
+	}
+	// The control socket goes last: callers take its disappearance to mean
+	// that this pmvm has let go of the agent socket and the guest memory
+	// (defers run in reverse, so this one is registered first).
+	var ctl *vmm.ControlServer
+	defer func() {
+		if ctl != nil {
+			ctl.Close()
+		}
+	}()
+	console, closeConsole, err := openConsole(cfg.Console, opts.Stdout)
+	if err != nil {
+		return vmm.OutcomeError, err
+	}
+	defer closeConsole()
+
+	agent, err := vmm.ListenSerial(cfg.Agent.Socket)
+	if err != nil {
+		return vmm.OutcomeError, fmt.Errorf("agent socket: %w", err)
+	}
+	defer agent.Close()
+
+	v, err := Open(cfg, Options{Log: log, Console: console, Agent: agent, Resume: resume, Memory: mem})
+	if err != nil {
+		return vmm.OutcomeError, err
+	}
+	defer v.Close()
+	m := v.M
+	line := agentLine{agent}
+	m.OnWake(func(why string) {
+		ctx, cancel := context.WithTimeout(context.Background(), setTimeBudget)
+		defer cancel()
+		if err := guestpm.SetTimeAfterWake(ctx, line, log); err != nil {
+			log.Warn().Err(err).Msg("guest clock may be off after wake")
+		}
+	})
+	suspend := func(ctx context.Context) error { return Suspend(ctx, m, line, log) }
+	ctl, err = vmm.ServeControl(cfg.Control.Socket, m, log, commands(m, suspend, opts.Version, log))
+	if err != nil {
+		return vmm.OutcomeError, fmt.Errorf("control socket: %w", err)
+	}
+
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer cancel()
+	log.Info().Int("vcpus", cfg.VCPUs).Str("memory", memspec.FormatSize(cfg.TotalMemory())).Bool("resume", resume != nil).Msg("starting guest")
+	if err := v.Start(ctx); err != nil {
+		return vmm.OutcomeError, err
+	}
+	if resume != nil {
+		fmt.Fprint(opts.Stderr, resume.Timeline.String())
+		resume.Timeline.LogSummary(log)
+		moveAsideResumed(opts.Incoming, log)
+	}
+	return v.Wait()
+}
+
+// served is what the control socket's lifecycle commands need of a
+// machine; *vmm.Machine is one.
+type served interface {
+	Machine
+	Status() vmm.Status
+	Finish() // ends a saved machine (Run returns OutcomeSaved)
+}
+
+// commands are the control socket's lifecycle commands for m, beside
+// vmm's own (status, wakeup, stop): suspend, and save, which ends m once
+// its answer is sent.
+func commands(m served, suspend func(context.Context) error, version string, log zerolog.Logger) map[string]vmm.CommandFunc {
+	return map[string]vmm.CommandFunc{
+		"suspend": func(ctx context.Context, _ vmm.ControlRequest) vmm.ControlResponse {
+			if err := suspend(ctx); err != nil {
+				return vmm.ControlResponse{Error: err.Error()}
+			}
+			st := m.Status()
+			return vmm.ControlResponse{OK: true, Status: &st}
+		},
+		"save": func(ctx context.Context, req vmm.ControlRequest) vmm.ControlResponse {
+			tl, err := Save(ctx, m, suspend, req.State, version, log)
+			if err != nil {
+				return vmm.ControlResponse{Error: err.Error(), Timeline: tl}
+			}
+			st := m.Status()
+			return vmm.ControlResponse{OK: true, Status: &st, Timeline: tl, After: m.Finish}
+		},
+	}
+}
+
+// moveAsideResumed renames the state file of a guest that runs again: it
+// must never be resumed again.
+func moveAsideResumed(path string, log zerolog.Logger) {
+	moved, err := state.MoveAsideResumed(path)
+	switch {
+	case moved != "" && err == nil:
+		log.Info().Str("state", moved).Msg("state file moved aside: it cannot be resumed again")
+	case moved == "":
+		log.Error().Err(err).Str("state", path).Msg("the guest runs, but its state file is still in place: REMOVE IT BY HAND, resuming it again would corrupt the guest")
+	case err != nil:
+		log.Warn().Err(err).Msg("state file moved aside, not yet durably")
+	}
+}
+
+// refuseBootOverSaved refuses to boot a VM afresh while the host's
+// state_dir holds its saved guest: the new boot would overwrite the memory
+// that guest is suspended in. pmvm host update saves there, and a restore
+// that failed leaves the file in place for the operator.
+func refuseBootOverSaved(cfg *configs.VM, h HostConfig, cfgPath string) error {
+	if h.Host == nil {
+		return nil
+	}
+	p := h.Host.StatePath(cfg.Name)
+	if _, err := os.Lstat(p); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	what := "a state file"
+	if f, err := state.ReadFile(p); err == nil {
+		what = fmt.Sprintf("the guest saved %s by pmvm %s", f.Header.Created.UTC().Format(time.RFC3339), f.Header.PMVMVersion)
+	} else {
+		what = fmt.Sprintf("a state file that does not read (%v)", err)
+	}
+	return fmt.Errorf("VM %q has %s in %s (state_dir of host config %s): booting it afresh would overwrite the memory that guest is suspended in. "+
+		"Resume it: pmvm run %s --incoming %s; or, to discard that guest for good, move the file out of %s first", cfg.Name, what, p, h.Path, cfgPath, p, h.Host.StateDir)
+}
+
+// JoinCgroup moves this pmvm into the VM's cgroup with its limits, made as
+// pmvm host restore makes it, so that the VM runs in the same cgroup with
+// the same limits before and after a host update. Without a host config,
+// or with cgroups = false in it, it stays where it is.
+func JoinCgroup(cfg *configs.VM, h HostConfig, log zerolog.Logger) error {
+	switch {
+	case h.Host == nil:
+		log.Info().Str("host_config", h.Path).Msgf("no host config (%s): no cgroup of the VM's own, pmvm stays in the one it was started in", h.From)
+		return nil
+	case !h.Host.Limits.CgroupsEnabled():
+		log.Info().Str("host_config", h.Path).Msg("cgroups = false in the host config: no cgroup of the VM's own")
+		return nil
+	}
+	if err := cgroup.CheckPids(cfg, h.Host.Limits); err != nil {
+		return fmt.Errorf("cgroups: %w (host config %s)", err, h.Path)
+	}
+	lim := cgroup.LimitsFor(cfg, h.Host.Limits)
+	cg, moved, err := cgroup.Join(cfg.Name, h.Host.Limits.CgroupParent, lim)
+	if err != nil {
+		return fmt.Errorf("%w; nothing was started (cgroup from host config %s)", err, h.Path)
+	}
+	log.Info().Str("cgroup", cg.String()).Str("limits", lim.String()).Bool("moved", moved).Str("host_config", h.Path).Msg("running in the VM's cgroup")
+	return nil
+}
+
+// agentLine lends the COM2 socket bridge to guestpm.
+type agentLine struct{ p *vmm.SerialPort }
+
+func (l agentLine) Borrow(ctx context.Context) (io.ReadWriteCloser, func(), error) {
+	return l.p.Borrow(ctx)
+}
+
+func openConsole(c configs.Console, stdout io.Writer) (io.Writer, func(), error) {
+	switch c.Output {
+	case configs.ConsoleFile:
+		f, err := os.OpenFile(c.Path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+		if err != nil {
+			return nil, nil, fmt.Errorf("console file: %w", err)
+		}
+		return f, func() { f.Close() }, nil
+	case configs.ConsoleNone:
+		return io.Discard, func() {}, nil
+	default:
+		return stdout, func() {}, nil
+	}
+}
