@@ -15,10 +15,8 @@ import (
 	"github.com/pmvm/pmvm/configs"
 	"github.com/pmvm/pmvm/pmem"
 	"github.com/pmvm/pmvm/vmm/acpi"
+	"github.com/pmvm/pmvm/vmm/devices"
 	"github.com/pmvm/pmvm/vmm/devices/acpipm"
-	"github.com/pmvm/pmvm/vmm/devices/cmos"
-	"github.com/pmvm/pmvm/vmm/devices/i8042"
-	"github.com/pmvm/pmvm/vmm/devices/uart"
 	"github.com/pmvm/pmvm/vmm/kvm"
 	"github.com/pmvm/pmvm/vmm/x86"
 )
@@ -50,10 +48,7 @@ type Machine struct {
 	bus     PortBus
 	tables  *acpi.Image
 
-	com1, com2 *uart.UART
-	rtc        *cmos.CMOS
-	kbd        *i8042.I8042
-	pm         *acpipm.PM
+	devs []platformDevice // the platform table's devices, in its order
 
 	resets []vcpuReset // each vCPU's power-on state, restored at S3 wake
 
@@ -269,57 +264,24 @@ func (l irqLine) SetLevel(high bool) {
 	}
 }
 
-// resetPort is the PCI reset control register at 0xcf9: writing a value with
-// the reset bit (0x04) set resets the machine.
-type resetPort struct{ m *Machine }
-
-func (r resetPort) Read(_ uint16, data []byte) {
-	for i := range data {
-		data[i] = 0
-	}
-}
-
-func (r resetPort) Write(_ uint16, data []byte) {
-	if len(data) > 0 && data[0]&0x04 != 0 {
-		r.m.stop(OutcomeReset, nil, "reset register 0xcf9")
-	}
-}
-
+// addDevices builds the platform table's devices, wired to this machine,
+// and puts them on its port bus.
 func (m *Machine) addDevices(opt Options) error {
 	console := opt.Console
 	if console == nil {
 		console = io.Discard
 	}
-	m.com1 = uart.New(irqLine{m, x86.COM1IRQ}, console)
-	var agentOut io.Writer = io.Discard
-	if opt.Agent != nil {
-		agentOut = opt.Agent
-	}
-	m.com2 = uart.New(irqLine{m, x86.COM2IRQ}, agentOut)
-	if opt.Agent != nil {
-		opt.Agent.attach(m.com2, m.log)
-	}
-	m.rtc = cmos.New(time.Now, irqLine{m, x86.RTCIRQ})
-	m.kbd = i8042.New(func() { m.stop(OutcomeReset, nil, "i8042 reset") })
-	m.pm = acpipm.New(acpipm.Config{TimerExt32: true}, irqLine{m, x86.SCIIRQ}, m.onSleep)
-
-	for _, d := range []struct {
-		name        string
-		base, count uint16
-		dev         PortDevice
-	}{
-		{"uart@0x3f8", x86.COM1Port, x86.UARTPortCount, m.com1},
-		{"uart@0x2f8", x86.COM2Port, x86.UARTPortCount, m.com2},
-		{"cmos@0x70", x86.CMOSPort, x86.CMOSPortCount, m.rtc},
-		{"i8042@0x60", x86.I8042Port, x86.I8042PortCount, m.kbd},
-		{"acpi-pm@0x600", x86.PMBlockPort, x86.PMBlockPortCount, m.pm},
-		{"reset@0xcf9", x86.ResetPort, 1, resetPort{m}},
-	} {
-		if err := m.bus.Register(d.name, d.base, d.count, d.dev); err != nil {
-			return err
-		}
-	}
-	return nil
+	devs, err := buildPlatform(wiring{
+		log:     m.log,
+		line:    func(gsi uint32) devices.Line { return irqLine{m, gsi} },
+		console: console,
+		agent:   opt.Agent,
+		now:     time.Now,
+		reset:   func(why string) { m.stop(OutcomeReset, nil, why) },
+		sleep:   m.onSleep,
+	}, &m.bus)
+	m.devs = devs // Close releases what was built, even on an error
+	return err
 }
 
 // onSleep is called when the guest writes SLP_EN to PM1a_CNT.
@@ -412,12 +374,12 @@ func (m *Machine) Boot() error {
 // Close releases every resource the machine holds. The guest memory
 // backings are unmapped, never modified.
 func (m *Machine) Close() error {
-	if m.rtc != nil {
-		m.rtc.Close()
+	for _, d := range m.devs {
+		if d.close != nil {
+			d.close()
+		}
 	}
-	if m.pm != nil {
-		m.pm.Close()
-	}
+	m.devs = nil
 	for _, c := range m.vcpus {
 		c.Close()
 	}

@@ -213,11 +213,11 @@ func (m *Machine) resetForWake() error {
 	if err != nil {
 		return err
 	}
-	m.com1.Reset()
-	m.com2.Reset()
-	m.kbd.Reset()
-	m.pm.Reset()
-	m.pm.SetWakeStatus()
+	for _, d := range m.devs {
+		if d.wake != nil {
+			d.wake()
+		}
+	}
 	for i, c := range m.vcpus {
 		r := m.resets[i]
 		sregs := r.sregs

@@ -44,7 +44,11 @@ func (m *Machine) Run(ctx context.Context) (Outcome, error) {
 		case <-m.stopping:
 		}
 	}()
-	go m.wakeOnAlarm()
+	for _, d := range m.devs {
+		if d.alarm != nil {
+			go m.wakeOnAlarm(d.name(), d.alarm)
+		}
+	}
 	wg.Wait()
 
 	m.mu.Lock()
@@ -156,17 +160,18 @@ func (m *Machine) runVCPU(c *kvm.VCPU) {
 	}
 }
 
-// wakeOnAlarm wakes a suspended guest when its CMOS RTC alarm fires, as the
-// RTC wakes a PC from S3. An alarm while running is the guest's own business.
-func (m *Machine) wakeOnAlarm() {
+// wakeOnAlarm wakes a suspended guest when a device's alarm fires (the CMOS
+// RTC's), as the RTC wakes a PC from S3. An alarm while running is the
+// guest's own business.
+func (m *Machine) wakeOnAlarm(name string, alarm <-chan struct{}) {
 	for {
 		select {
 		case <-m.stopping:
 			return
-		case <-m.rtc.AlarmFired():
+		case <-alarm:
 			if m.RunState() == StateSuspended {
 				if err := m.Wake("rtc alarm"); err != nil {
-					m.log.Error().Err(err).Msg("RTC alarm could not wake the guest")
+					m.log.Error().Err(err).Str("device", name).Msg("RTC alarm could not wake the guest")
 				}
 			}
 		}

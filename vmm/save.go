@@ -15,10 +15,6 @@ import (
 	"github.com/pmvm/pmvm/pmem/memspec"
 	"github.com/pmvm/pmvm/state"
 	"github.com/pmvm/pmvm/vmm/acpi"
-	"github.com/pmvm/pmvm/vmm/devices/acpipm"
-	"github.com/pmvm/pmvm/vmm/devices/cmos"
-	"github.com/pmvm/pmvm/vmm/devices/i8042"
-	"github.com/pmvm/pmvm/vmm/devices/uart"
 	"github.com/pmvm/pmvm/vmm/x86"
 )
 
@@ -27,15 +23,11 @@ import (
 const Platform = "pmvm-pc/1"
 
 // Section names and versions. Names come from the machine's topology, never
-// from creation order, so a renumbered device cannot load another's state.
+// from creation order, so a renumbered device cannot load another's state;
+// each device's section is its platform table name (platform.go).
 const (
 	secMachine = "machine"
 	secClock   = "clock"
-	secCOM1    = "uart@0x3f8"
-	secCOM2    = "uart@0x2f8"
-	secCMOS    = "cmos@0x70"
-	secI8042   = "i8042@0x60"
-	secPM      = "acpi-pm@0x600"
 
 	recordVersion = 1
 )
@@ -135,28 +127,37 @@ func (m *Machine) SaveState(path, version string) error {
 }
 
 func (m *Machine) writeState(path, version string) error {
+	clk, err := m.vm.Clock()
+	if err != nil {
+		return err
+	}
+	f, err := m.stateFile(version, clk.Clock, time.Now())
+	if err != nil {
+		return fmt.Errorf("build state: %w", err)
+	}
+	if err := state.WriteFile(path, f); err != nil {
+		return fmt.Errorf("write state file: %w", err)
+	}
+	return nil
+}
+
+// stateFile is the suspended machine as a state file, its kvmclock read at
+// host time now: everything but the clock comes from the machine's own
+// fields and its platform table's devices, none from KVM.
+func (m *Machine) stateFile(version string, kvmclock uint64, now time.Time) (*state.File, error) {
 	f := &state.File{Header: state.Header{
-		Created:           time.Now(),
+		Created:           now,
 		PMVMVersion:       version,
 		VMName:            m.cfg.Name,
 		Mode:              memspec.ModeReboot,
 		ConfigFingerprint: m.cfg.Machine().Fingerprint(),
 	}}
 	add := func(name string, v any) error { return f.AddJSON(name, recordVersion, v) }
-	clk, err := m.vm.Clock()
-	if err != nil {
-		return err
-	}
-	now := time.Now()
 	errs := []error{
 		add(secMachine, machineRecord{Platform: Platform, Spec: m.cfg.Machine(), RAM: m.ram,
 			RSDP: m.tables.RSDP, FACS: m.tables.FACS, RunState: StateSuspended}),
-		add(secClock, clockRecord{KVMClockNs: clk.Clock, HostUnixNano: now.UnixNano()}),
-		add(secCOM1, m.com1.State()),
-		add(secCOM2, m.com2.State()),
-		add(secCMOS, m.rtc.State()),
-		add(secI8042, m.kbd.State()),
-		add(secPM, m.pm.State()),
+		add(secClock, clockRecord{KVMClockNs: kvmclock, HostUnixNano: now.UnixNano()}),
+		saveDevices(f, m.devs),
 	}
 	for i, r := range m.regions {
 		errs = append(errs, add(memorySection(m.cfg.Memory[i].Name), r.Identity()))
@@ -164,13 +165,7 @@ func (m *Machine) writeState(path, version string) error {
 	for i, v := range vcpuRecords(m.cfg.VCPUs) {
 		errs = append(errs, add(vcpuSection(i), v))
 	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("build state: %w", err)
-	}
-	if err := state.WriteFile(path, f); err != nil {
-		return fmt.Errorf("write state file: %w", err)
-	}
-	return nil
+	return f, errors.Join(errs...)
 }
 
 // Finish stops a saved machine: its guest lives on in memory and the state file.
@@ -201,34 +196,10 @@ func CheckIncoming(cfg *configs.VM, path string, mem *pmem.Report) (*Incoming, e
 	if err != nil {
 		return nil, err
 	}
-	refuse := func(format string, a ...any) error {
-		return fmt.Errorf("%s cannot resume VM %q: %s; nothing was mapped, the guest's memory is untouched", path, cfg.Name, fmt.Sprintf(format, a...))
-	}
-	if f.Header.Mode != memspec.ModeReboot {
-		return nil, refuse("it was saved in mode %q; this pmvm resumes mode \"reboot\" files", f.Header.Mode)
-	}
-	if f.Header.VMName != cfg.Name {
-		return nil, refuse("it holds VM %q", f.Header.VMName)
-	}
-	sec, err := f.Need(secMachine, recordVersion)
+	refuse := refusal(cfg, path)
+	rec, saved, err := checkSaved(cfg, path, f)
 	if err != nil {
 		return nil, err
-	}
-	var rec machineRecord
-	if err := sec.DecodeJSON(&rec); err != nil {
-		return nil, err
-	}
-	if rec.Platform != Platform {
-		return nil, refuse("it was saved on platform %q, this pmvm builds %q", rec.Platform, Platform)
-	}
-	if diff := rec.Spec.Diff(cfg.Machine()); len(diff) > 0 {
-		return nil, refuse("the config does not describe the saved machine:\n  %s", strings.Join(diff, "\n  "))
-	}
-	if f.Header.ConfigFingerprint != rec.Spec.Fingerprint() {
-		return nil, refuse("its header fingerprint does not match its machine record: the file was not written by pmvm")
-	}
-	if rec.RunState != StateSuspended {
-		return nil, refuse("the guest was saved %s, not suspended", rec.RunState)
 	}
 	specs := MemorySpecs(cfg)
 	// What matters here is that every backing could be looked at and is
@@ -239,14 +210,6 @@ func CheckIncoming(cfg *configs.VM, path string, mem *pmem.Report) (*Incoming, e
 	}
 	aligns := make([]uint64, len(specs))
 	for i, spec := range specs {
-		s, err := f.Need(memorySection(spec.Name), recordVersion)
-		if err != nil {
-			return nil, err
-		}
-		var saved pmem.Identity
-		if err := s.DecodeJSON(&saved); err != nil {
-			return nil, err
-		}
 		b := mem.Blocks[i]
 		if b.Identity == nil {
 			return nil, refuse("memory block %q: %s", spec.Name, b.Reason)
@@ -254,35 +217,10 @@ func CheckIncoming(cfg *configs.VM, path string, mem *pmem.Report) (*Incoming, e
 		if b.Missing {
 			return nil, refuse("memory block %q: %s does not exist; the guest's memory is not there", spec.Name, spec.Backing)
 		}
-		if diff := saved.SameMemory(*b.Identity); len(diff) > 0 {
+		if diff := saved[i].SameMemory(*b.Identity); len(diff) > 0 {
 			return nil, refuse("memory block %q on %s is not the memory the guest was saved in:\n  %s", spec.Name, spec.Backing, strings.Join(diff, "\n  "))
 		}
 		aligns[i] = b.Align
-	}
-	// vcpu/N sections (absent from files of pmvm before they existed, which
-	// saved the same reset vCPUs) must describe the machine being resumed.
-	want := vcpuRecords(cfg.VCPUs)
-	for i := 0; ; i++ {
-		if _, ok := f.Section(vcpuSection(i)); !ok {
-			if i > 0 && i < len(want) {
-				return nil, refuse("it has vCPU sections vcpu/0..vcpu/%d but the machine has %d vCPUs", i-1, len(want))
-			}
-			break
-		}
-		if i >= len(want) {
-			return nil, refuse("it has section %s but the machine has %d vCPUs", vcpuSection(i), len(want))
-		}
-		s, err := f.Need(vcpuSection(i), recordVersion)
-		if err != nil {
-			return nil, err
-		}
-		var v vcpuRecord
-		if err := s.DecodeJSON(&v); err != nil {
-			return nil, refuse("section %s: %v", vcpuSection(i), err)
-		}
-		if v != want[i] {
-			return nil, refuse("section %s is %+v, want %+v: this pmvm resumes only vCPUs reset by S3", vcpuSection(i), v, want[i])
-		}
 	}
 	// The same config on the same memory must give the same guest-physical
 	// layout: the guest's page tables and e820 map hold the saved one.
@@ -298,6 +236,83 @@ func CheckIncoming(cfg *configs.VM, path string, mem *pmem.Report) (*Incoming, e
 		in.Memory = mem // else New probes again, and refuses with pmem's error
 	}
 	return in, nil
+}
+
+// refusal formats CheckIncoming's refusals of the file at path for cfg.
+func refusal(cfg *configs.VM, path string) func(format string, a ...any) error {
+	return func(format string, a ...any) error {
+		return fmt.Errorf("%s cannot resume VM %q: %s; nothing was mapped, the guest's memory is untouched", path, cfg.Name, fmt.Sprintf(format, a...))
+	}
+}
+
+// checkSaved is the part of CheckIncoming that reads only the file: its
+// mode and VM, the machine record against cfg, the vCPU sections and the
+// memory sections, whose saved identities it returns (one per block of
+// cfg) for the caller to compare with the backings on this host.
+func checkSaved(cfg *configs.VM, path string, f *state.File) (machineRecord, []pmem.Identity, error) {
+	refuse := refusal(cfg, path)
+	var rec machineRecord
+	if f.Header.Mode != memspec.ModeReboot {
+		return rec, nil, refuse("it was saved in mode %q; this pmvm resumes mode \"reboot\" files", f.Header.Mode)
+	}
+	if f.Header.VMName != cfg.Name {
+		return rec, nil, refuse("it holds VM %q", f.Header.VMName)
+	}
+	sec, err := f.Need(secMachine, recordVersion)
+	if err != nil {
+		return rec, nil, err
+	}
+	if err := sec.DecodeJSON(&rec); err != nil {
+		return rec, nil, err
+	}
+	if rec.Platform != Platform {
+		return rec, nil, refuse("it was saved on platform %q, this pmvm builds %q", rec.Platform, Platform)
+	}
+	if diff := rec.Spec.Diff(cfg.Machine()); len(diff) > 0 {
+		return rec, nil, refuse("the config does not describe the saved machine:\n  %s", strings.Join(diff, "\n  "))
+	}
+	if f.Header.ConfigFingerprint != rec.Spec.Fingerprint() {
+		return rec, nil, refuse("its header fingerprint does not match its machine record: the file was not written by pmvm")
+	}
+	if rec.RunState != StateSuspended {
+		return rec, nil, refuse("the guest was saved %s, not suspended", rec.RunState)
+	}
+	saved := make([]pmem.Identity, len(cfg.Memory))
+	for i, b := range cfg.Memory {
+		s, err := f.Need(memorySection(b.Name), recordVersion)
+		if err != nil {
+			return rec, nil, err
+		}
+		if err := s.DecodeJSON(&saved[i]); err != nil {
+			return rec, nil, err
+		}
+	}
+	// vcpu/N sections (absent from files of pmvm before they existed, which
+	// saved the same reset vCPUs) must describe the machine being resumed.
+	want := vcpuRecords(cfg.VCPUs)
+	for i := 0; ; i++ {
+		if _, ok := f.Section(vcpuSection(i)); !ok {
+			if i > 0 && i < len(want) {
+				return rec, nil, refuse("it has vCPU sections vcpu/0..vcpu/%d but the machine has %d vCPUs", i-1, len(want))
+			}
+			break
+		}
+		if i >= len(want) {
+			return rec, nil, refuse("it has section %s but the machine has %d vCPUs", vcpuSection(i), len(want))
+		}
+		s, err := f.Need(vcpuSection(i), recordVersion)
+		if err != nil {
+			return rec, nil, err
+		}
+		var v vcpuRecord
+		if err := s.DecodeJSON(&v); err != nil {
+			return rec, nil, refuse("section %s: %v", vcpuSection(i), err)
+		}
+		if v != want[i] {
+			return rec, nil, refuse("section %s is %+v, want %+v: this pmvm resumes only vCPUs reset by S3", vcpuSection(i), v, want[i])
+		}
+	}
+	return rec, saved, nil
 }
 
 // Restore loads an incoming state into a machine built by New (instead of
@@ -327,28 +342,16 @@ func (m *Machine) Restore(in *Incoming) error {
 	}
 	m.tables = tables
 
-	var (
-		com1, com2 uart.State
-		rtc        cmos.State
-		kbd        i8042.State
-		pm         acpipm.State
-		clk        clockRecord
-	)
-	for _, r := range []struct {
-		name string
-		v    any
-	}{{secCOM1, &com1}, {secCOM2, &com2}, {secCMOS, &rtc}, {secI8042, &kbd}, {secPM, &pm}, {secClock, &clk}} {
-		s, err := in.file.Need(r.name, recordVersion)
-		if err != nil {
-			return err
-		}
-		if err := s.DecodeJSON(r.v); err != nil {
-			return err
-		}
+	var clk clockRecord
+	sec, err := in.file.Need(secClock, recordVersion)
+	if err != nil {
+		return err
 	}
-	if err := errors.Join(m.com1.SetState(com1), m.com2.SetState(com2), m.rtc.SetState(rtc),
-		m.kbd.SetState(kbd), m.pm.SetState(pm)); err != nil {
-		return fmt.Errorf("restore devices: %w", err)
+	if err := sec.DecodeJSON(&clk); err != nil {
+		return err
+	}
+	if err := restoreDevices(in.file, m.devs); err != nil {
+		return err
 	}
 	// The guest slept for as long as the host took: kvmclock moves on by
 	// the wall time since the save, never backwards.

@@ -12,10 +12,6 @@ import (
 	"github.com/pmvm/pmvm/pmem"
 	"github.com/pmvm/pmvm/pmem/memspec"
 	"github.com/pmvm/pmvm/state"
-	"github.com/pmvm/pmvm/vmm/devices/acpipm"
-	"github.com/pmvm/pmvm/vmm/devices/cmos"
-	"github.com/pmvm/pmvm/vmm/devices/i8042"
-	"github.com/pmvm/pmvm/vmm/devices/uart"
 )
 
 // TestEverySectionRoundTripsThroughAStateFile proves that every record a
@@ -27,13 +23,16 @@ func TestEverySectionRoundTripsThroughAStateFile(t *testing.T) {
 	types := map[string]reflect.Type{
 		secMachine:            reflect.TypeOf(machineRecord{}),
 		secClock:              reflect.TypeOf(clockRecord{}),
-		secCOM1:               reflect.TypeOf(uart.State{}),
-		secCMOS:               reflect.TypeOf(cmos.State{}),
-		secI8042:              reflect.TypeOf(i8042.State{}),
-		secPM:                 reflect.TypeOf(acpipm.State{}),
 		memorySection("ram0"): reflect.TypeOf(pmem.Identity{}),
 		vcpuSection(0):        reflect.TypeOf(vcpuRecord{}),
 	}
+	// Every stateful device of the platform table, with the record it saves.
+	for _, d := range pureDevices(t) {
+		if d.state != nil {
+			types[d.name()] = reflect.TypeOf(d.state.save())
+		}
+	}
+	require.Len(t, types, 4+5, "machine, clock, memory, vcpu and the five stateful devices")
 	rng := rand.New(rand.NewSource(1))
 	for round := 0; round < 50; round++ {
 		f := &state.File{Header: state.Header{VMName: "vm", Mode: memspec.ModeReboot, PMVMVersion: "test"}}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/pmvm/pmvm/vmm/acpi"
 	"github.com/pmvm/pmvm/vmm/devices/acpipm"
+	"github.com/pmvm/pmvm/vmm/devices/uart"
 )
 
 // TestWakeResetsTheDevices proves the firmware contract of an S3 wake on
@@ -52,7 +53,7 @@ func TestWakeResetsTheDevices(t *testing.T) {
 	go func() { _, err := m.Run(ctx); done <- err }()
 	_, err = m.WaitRunState(ctx, StateSuspended)
 	require.NoError(t, err)
-	before := m.com1.State()
+	before := m.device(t, "uart@0x3f8").(*uart.UART).State()
 	assert.Equal(t, [3]uint8{0x0f, 0x1b, 0x5a}, [3]uint8{before.IER, before.LCR, before.SCR}, "the guest's programming, held while suspended")
 	require.NoError(t, m.Wake("test"))
 	require.NoError(t, <-done)
