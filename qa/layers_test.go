@@ -150,3 +150,23 @@ func TestPackageLayers(t *testing.T) {
 		t.Errorf("package map rules name packages that do not exist: %v", stale)
 	}
 }
+
+// TestOtherTargetsRefuseToBuild proves that the x86-only code says so: a
+// build of pmvm for linux/arm64 fails on the guard's undefined name (see
+// vmm/kvm/unsupported.go) instead of compiling a VMM that cannot work.
+func TestOtherTargetsRefuseToBuild(t *testing.T) {
+	modOut, err := exec.Command("go", "list", "-m").Output()
+	if err != nil {
+		t.Fatalf("go list -m: %v", err)
+	}
+	cmd := exec.Command("go", "build", "-o", t.TempDir()+"/pmvm", strings.TrimSpace(string(modOut))+"/cmd/pmvm")
+	cmd.Env = append(cmd.Environ(), "GOOS=linux", "GOARCH=arm64", "CGO_ENABLED=0")
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatal("pmvm built for linux/arm64; the x86-only packages must refuse other targets")
+	}
+	const guard = "undefined: pmvm_runs_only_on_linux_amd64"
+	if !strings.Contains(string(out), guard) {
+		t.Fatalf("the linux/arm64 build failed without the guard's message %q:\n%s", guard, out)
+	}
+}
