@@ -26,6 +26,7 @@ var allowedImports = map[string][]string{
 	"vmm/x86":         {"vmm/kvm", "vmm/x86/bzimage", "pmem/memspec"},
 	"vmm/devices/...": {"vmm/devices", "state"},
 	"vmm/cgroup":      {"configs", "pmem/memspec"},
+	"vmm/timeline":    {"state"},
 }
 
 // forbiddenDeps: the package must not depend on these, even indirectly.
