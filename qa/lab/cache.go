@@ -1,5 +1,5 @@
 // Package lab builds and runs the pmvm test lab described in
-// /work/shared/LAB.md: a QEMU TCG "lab host" (L1) with nested KVM (kvm-amd)
+// README.md ("How the lab works"): a QEMU TCG "lab host" (L1) with nested KVM (kvm-amd)
 // in which pmvm boots a Linux guest (L2).
 //
 // Everything the lab needs comes from Debian's package registry and is cached

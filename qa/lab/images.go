@@ -155,7 +155,7 @@ func (l *Lab) addKVMHold(im *Image) error {
 var DefaultHostModules = []string{"irqbypass", "ccp", "kvm", "kvm-amd"}
 
 // DaxModules turn the memmap= reservation into /dev/pmem0 and let ndctl
-// make it a device-dax namespace (LAB.md), in load order.
+// make it a device-dax namespace (README.md, "How the lab works"), in load order.
 var DaxModules = []string{"libnvdimm", "nd_e820", "nd_btt", "nd_pmem", "dax_pmem", "device_dax"}
 
 // HostSpec describes the lab host (L1) initrd.

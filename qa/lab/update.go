@@ -20,7 +20,7 @@ import (
 //	memmap=64M!4608M   region2 -> namespace2.0 raw -> /dev/pmem2, ext2:
 //	                   /var/lib/pmvm (state_dir, the update's output)
 //
-// Emulated pmem keeps its content across a kexec (LAB.md), so the state
+// Emulated pmem keeps its content across a kexec (README.md, "How the lab works"), so the state
 // files written before the kexec are on /dev/pmem2 after it, and the two
 // devdax namespaces come back by themselves with the guests' memory.
 //
