@@ -33,7 +33,7 @@ const (
 const daxMemmap = "memmap=2G!4G"
 
 // guestInit is LinuxGuest's /init: the agent on ttyS1, then idle.
-const guestInit = lab.InitPrelude + lab.GuestAgentStart + `echo "PMVM-GUEST ready"
+var guestInit = lab.InitPrelude + lab.GuestAgentStart + `echo "PMVM-GUEST ready"
 while :; do sleep 3600; done
 `
 
