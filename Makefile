@@ -43,10 +43,11 @@ test-fmt:
 	if [ -n "$$unformatted" ]; then echo "gofmt -w these files:"; echo "$$unformatted"; exit 1; fi
 test-vet:
 	$(GO) vet ./...
-# The lab's shell (qa/lab/scripts, run by busybox sh in the lab's inits):
+# The lab's shell (qa/lab/scripts, run by busybox sh in the lab's inits,
+# and the fake pmvm its unit tests run the scenarios with):
 # -x follows the ". /lab/lib.sh" of the scenarios to the file beside them.
 test-shellcheck:
-	shellcheck -x qa/lab/scripts/*.sh
+	shellcheck -x qa/lab/scripts/*.sh qa/lab/testdata/*.sh
 # -count=1: the summary says where each package ran, so they really run.
 test-unit:
 	$(GO) test $(GOTEST_FLAGS) -count=1 $(UNIT_PKGS)
