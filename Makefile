@@ -44,10 +44,11 @@ test-fmt:
 test-vet:
 	$(GO) vet ./...
 # The lab's shell (qa/lab/scripts, run by busybox sh in the lab's inits,
-# and the fake pmvm its unit tests run the scenarios with):
-# -x follows the ". /lab/lib.sh" of the scenarios to the file beside them.
+# the fake pmvm its unit tests run the scenarios with, and qa/labrun's
+# scripts that run a package's tests in a lab host): -x follows the
+# ". /lab/lib.sh" of the scenarios to the file their source= names.
 test-shellcheck:
-	shellcheck -x qa/lab/scripts/*.sh qa/lab/testdata/*.sh
+	shellcheck -x qa/lab/scripts/*.sh qa/lab/testdata/*.sh qa/labrun/scripts/*.sh
 # -count=1: the summary says where each package ran, so they really run.
 test-unit:
 	$(GO) test $(GOTEST_FLAGS) -count=1 $(UNIT_PKGS)

@@ -16,7 +16,7 @@
 //     the standard labs (boot, device-dax, S3);
 //   - scripts/*.sh, scripts.go: every shell script of the lab (inits,
 //     /lab/lib.sh, the scenarios), embedded, with their parameters set by
-//     shellVars; make test-shellcheck checks them;
+//     ShellVars; make test-shellcheck checks them;
 //   - guestinit.go: guest /init builders (reports, qemu-ga, the pattern
 //     daemon, the resume loop); the guest programs are in qa/guestbin;
 //   - scenario.go, reboot.go, update.go: the lab host scenarios of the

@@ -70,7 +70,7 @@ func PMGuestInit(o PMGuest) string {
 	if o.RTCSeconds == 0 {
 		o.RTCSeconds = 10
 	}
-	return InitPrelude + GuestReport + PMReport + GuestLib + shellVars(map[string]string{
+	return InitPrelude + GuestReport + PMReport + GuestLib + ShellVars(map[string]string{
 		"SEED":             strconv.FormatUint(o.Seed, 10),
 		"PERCENT":          strconv.Itoa(o.Percent),
 		"RTC_AFTER":        strconv.Itoa(o.RTCAfter),
@@ -89,5 +89,5 @@ func PMGuestInit(o PMGuest) string {
 //	PMVM-GUEST done
 func LocateGuestInit(seed uint64) string {
 	return InitPrelude + GuestReport + GuestLib +
-		shellVars(map[string]string{"SEED": strconv.FormatUint(seed, 10)}) + script("locate-guest.sh")
+		ShellVars(map[string]string{"SEED": strconv.FormatUint(seed, 10)}) + script("locate-guest.sh")
 }

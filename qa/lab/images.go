@@ -208,7 +208,7 @@ func (l *Lab) Host(spec HostSpec) (*HostImage, error) {
 		runDirs = append(runDirs, spec.Configs[n].RunDir())
 	}
 	im, err := l.busyboxImage(InitPrelude + hostInitLib +
-		shellVars(map[string]string{"RUN_DIRS": strings.Join(runDirs, " ")}) + script("host-init.sh"))
+		ShellVars(map[string]string{"RUN_DIRS": strings.Join(runDirs, " ")}) + script("host-init.sh"))
 	if err != nil {
 		return nil, err
 	}

@@ -65,6 +65,6 @@ func RebootScenario(cycles int) string {
 	for _, f := range RebootFaults {
 		faults.WriteString(f.Tag + " " + f.Args + "\n")
 	}
-	return shellVars(map[string]string{"CYCLES": strconv.Itoa(cycles), "FAULTS": faults.String()}) +
+	return ShellVars(map[string]string{"CYCLES": strconv.Itoa(cycles), "FAULTS": faults.String()}) +
 		script("reboot-scenario.sh")
 }

@@ -150,7 +150,7 @@ func SuspendScenario(p SuspendPlan) string {
 	if p.SuspendTimeout == "" {
 		p.SuspendTimeout = "60s"
 	}
-	return shellVars(map[string]string{
+	return ShellVars(map[string]string{
 		"VM":               p.VM,
 		"CYCLES":           strconv.Itoa(p.Cycles),
 		"SUSPEND_TIMEOUT":  p.SuspendTimeout,

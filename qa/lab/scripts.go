@@ -9,9 +9,9 @@ import (
 
 // The lab's shell lives in scripts/*.sh, each a script shellcheck checks
 // (make test-shellcheck). An /init is built by putting parts one after
-// the other: scripts/prelude.sh first, then libraries, then a shellVars
+// the other: scripts/prelude.sh first, then libraries, then a ShellVars
 // block that sets the parameters, then the body. Scenarios run as
-// "sh /lab/scenario.sh" in the lab host: a shellVars block and the
+// "sh /lab/scenario.sh" in the lab host: a ShellVars block and the
 // scenario file.
 
 //go:embed scripts/*.sh
@@ -27,9 +27,10 @@ func script(name string) string {
 	return string(b)
 }
 
-// shellVars sets a script's parameters: one NAME='value' line each, in
+// ShellVars sets a script's parameters: one NAME='value' line each, in
 // name order, every value single-quoted so the shell takes it literally.
-func shellVars(vars map[string]string) string {
+// Other packages' scripts (qa/labrun) get their parameters the same way.
+func ShellVars(vars map[string]string) string {
 	names := make([]string, 0, len(vars))
 	for n := range vars {
 		names = append(names, n)
@@ -42,7 +43,25 @@ func shellVars(vars map[string]string) string {
 	return b.String()
 }
 
-// shellQuote quotes s for sh: '...' with each ' written as '\”.
+// ShellArgs sets a script's positional parameters ("$@") to args, each
+// single-quoted: a list (a command's arguments) that one variable
+// cannot carry without splitting.
+func ShellArgs(args []string) string {
+	var b strings.Builder
+	b.WriteString("set --")
+	for _, a := range args {
+		b.WriteString(" " + shellQuote(a))
+	}
+	b.WriteString("\n")
+	return b.String()
+}
+
+// shellQuote quotes s for sh: in single quotes, each ' inside written as
+// the shell sequence below (close the quotes, an escaped quote, open them
+// again). It stands in a code block: gofmt turns two single quotes in
+// comment text into a typographic double quote.
+//
+//	'\''
 func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

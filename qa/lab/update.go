@@ -329,7 +329,7 @@ func updateInit() string {
 		names = append(names, v.Name)
 	}
 	sort.Strings(names)
-	return InitPrelude + hostInitLib + shellVars(map[string]string{
+	return InitPrelude + hostInitLib + ShellVars(map[string]string{
 		"STATE_MNT": LabStateMount,
 		"LOG_DIR":   LabLogDir,
 		"VM_NAMES":  strings.Join(names, " "),
@@ -395,7 +395,7 @@ func UpdateScenario(toVersion string) string {
 	for i, v := range UpdateVMs {
 		vms[i], daxes[i] = v.Name, v.Dax
 	}
-	return shellVars(map[string]string{
+	return ShellVars(map[string]string{
 		"VMS":         strings.Join(vms, " "),
 		"DAXES":       strings.Join(daxes, " "),
 		"VM_DIR":      LabVMDir,
