@@ -3,7 +3,7 @@
 # test. Both install what they need.
 
 GO ?= go
-DEB_PACKAGES = qemu-system-x86 busybox-static acpica-tools xz-utils cpio e2fsprogs
+DEB_PACKAGES = qemu-system-x86 busybox-static acpica-tools xz-utils cpio e2fsprogs shellcheck
 GOTEST_FLAGS ?= -timeout 40m
 
 .PHONY: all build deps test unit lab demo bench fuzz clean
@@ -21,7 +21,7 @@ deps:
 build:
 	CGO_ENABLED=0 $(GO) build -o bin/pmvm ./cmd/pmvm
 
-# test: gofmt, vet, unit tests, tiny guests on a KVM host, ACPI tables
+# test: gofmt, vet, shellcheck of the lab's scripts, unit tests, tiny guests on a KVM host, ACPI tables
 # through iasl, then the lab (a nested KVM host under QEMU TCG booting a
 # real guest), and a summary at the end: where the packages that need a
 # KVM host ran (this machine's /dev/kvm, or a lab host when it has none;
@@ -36,13 +36,19 @@ test: deps
 	echo; $(GO) run ./qa/cmd/testsummary $(TEST_SUMMARY); \
 	if [ $$rc != 0 ]; then echo "make test: FAILED (see above)"; else echo "make test: all passed"; fi; exit $$rc
 
-.PHONY: test-steps test-fmt test-vet test-unit test-bench-smoke test-lab
-test-steps: test-fmt test-vet test-unit test-bench-smoke test-lab
+.PHONY: test-steps test-fmt test-vet test-shellcheck test-unit test-bench-smoke test-lab
+test-steps: test-fmt test-vet test-shellcheck test-unit test-bench-smoke test-lab
 test-fmt:
 	@unformatted=$$($$($(GO) env GOROOT)/bin/gofmt -l $$(git ls-files '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt -w these files:"; echo "$$unformatted"; exit 1; fi
 test-vet:
 	$(GO) vet ./...
+# The lab's shell (qa/lab/scripts, run by busybox sh in the lab's inits,
+# the fake pmvm its unit tests run the scenarios with, and qa/labrun's
+# scripts that run a package's tests in a lab host): -x follows the
+# ". /lab/lib.sh" of the scenarios to the file their source= names.
+test-shellcheck:
+	shellcheck -x qa/lab/scripts/*.sh qa/lab/testdata/*.sh qa/labrun/scripts/*.sh
 # -count=1: the summary says where each package ran, so they really run.
 test-unit:
 	$(GO) test $(GOTEST_FLAGS) -count=1 $(UNIT_PKGS)

@@ -1,6 +1,6 @@
 // Package qa holds the end-to-end tests that run in the lab (see
-// /work/shared/LAB.md and package qa/lab): pmvm inside a QEMU TCG lab host
-// with nested KVM, booting the Debian 6.1 kernel as its guest.
+// README.md, "How the lab works", and package qa/lab): pmvm inside a QEMU
+// TCG lab host with nested KVM, booting the Debian 6.1 kernel as its guest.
 package qa
 
 import (

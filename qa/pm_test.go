@@ -1,7 +1,7 @@
 package qa
 
 import (
-	"encoding/json"
+	"context"
 	"math/rand/v2"
 	"path/filepath"
 	"strconv"
@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pmvm/pmvm/qa/lab"
+	"github.com/pmvm/pmvm/qa/qmp"
 )
 
 // Tests for persistent memory on device-dax and guest S3 through the
@@ -61,30 +62,26 @@ func TestGuestAgentUnderQEMU(t *testing.T) {
 	waitFor(t, vm, `PMVM-GUEST ready`, time.Minute)
 	t.Logf("guest ready after %v; pattern %s bytes in %s s", time.Since(t0), filled["bytes"], filled["secs"])
 
-	qmp, err := lab.DialQMP(qmpSock, 10*time.Second)
+	monitor, err := qmp.Dial(qmpSock, 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer qmp.Close()
+	defer monitor.Close()
 	agent, err := lab.DialAgent(qgaSock, 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer agent.Close()
-	if err := agent.Sync(time.Minute); err != nil {
+	if err := agent.Sync(within(t, time.Minute)); err != nil {
 		t.Fatalf("qemu-ga: %v; %s", err, tail(vm))
 	}
-	if ret, err := agent.Call("guest-ping", nil, 10*time.Second); err != nil || string(ret) != "{}" {
-		t.Fatalf("guest-ping = %s, %v", ret, err)
+	if err := agent.Ping(within(t, 10*time.Second)); err != nil {
+		t.Fatalf("guest-ping: %v", err)
 	}
-	ret, err := agent.Call("guest-info", nil, 10*time.Second)
+	info, err := agent.Info(within(t, 10*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var info struct {
-		Version string `json:"version"`
-	}
-	json.Unmarshal(ret, &info)
 	t.Logf("qemu-ga version %s answers guest-ping", info.Version)
 	if !strings.HasPrefix(info.Version, "7.2") {
 		t.Errorf("qemu-ga version %q, want Debian 12's 7.2", info.Version)
@@ -92,24 +89,24 @@ func TestGuestAgentUnderQEMU(t *testing.T) {
 
 	// Cycle 1: agent suspend, QMP wakeup.
 	t1 := time.Now()
-	if err := agent.Send("guest-suspend-ram", nil); err != nil {
+	if err := agent.SuspendRAM(within(t, 10*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	if err := qmp.WaitStatus("suspended", 2*time.Minute); err != nil {
+	if err := monitor.WaitStatus("suspended", 2*time.Minute); err != nil {
 		t.Fatalf("after guest-suspend-ram: %v; %s", err, tail(vm))
 	}
 	t.Logf("guest in S3 %v after guest-suspend-ram", time.Since(t1))
-	if _, err := qmp.Execute("system_wakeup", nil, 10*time.Second); err != nil {
+	if _, err := monitor.Execute("system_wakeup", nil, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	r := fields(waitFor(t, vm, `PMVM-GUEST resumed n=1 (.*)`, 2*time.Minute)[1])
 	checkResume(t, 1, r, bootID, time.Now())
 	waitFor(t, vm, `PMVM-GUEST pattern-verify ok .*round=1 `, 3*time.Minute)
 	t.Logf("cycle 1 (agent suspend, QMP wakeup) done in %v", time.Since(t1))
-	if err := agent.Sync(30 * time.Second); err != nil {
+	if err := agent.Sync(within(t, 30*time.Second)); err != nil {
 		t.Fatalf("qemu-ga after resume: %v", err)
 	}
-	if _, err := agent.Call("guest-ping", nil, 10*time.Second); err != nil {
+	if err := agent.Ping(within(t, 10*time.Second)); err != nil {
 		t.Fatalf("guest-ping after resume: %v", err)
 	}
 
@@ -121,7 +118,7 @@ func TestGuestAgentUnderQEMU(t *testing.T) {
 	// the alarm timing is TestLabSuspendWake's job, under pmvm (no HPET).
 	armed := fields(waitFor(t, vm, `PMVM-GUEST rtc-armed n=2 (.*)`, time.Minute)[1])
 	t2 := time.Now()
-	if err := agent.Send("guest-suspend-ram", nil); err != nil {
+	if err := agent.SuspendRAM(within(t, 10*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	r = fields(waitFor(t, vm, `PMVM-GUEST resumed n=2 (.*)`, 2*time.Minute)[1])
@@ -131,11 +128,18 @@ func TestGuestAgentUnderQEMU(t *testing.T) {
 	}
 	waitFor(t, vm, `PMVM-GUEST pattern-verify ok .*round=2 `, 3*time.Minute)
 	t.Logf("cycle 2 (agent suspend with the RTC alarm armed, no system_wakeup) done in %v", time.Since(t2))
-	if err := agent.Sync(30 * time.Second); err != nil {
+	if err := agent.Sync(within(t, 30*time.Second)); err != nil {
 		t.Fatalf("qemu-ga after the second resume: %v", err)
 	}
-	qmp.Execute("quit", nil, 10*time.Second)
+	monitor.Execute("quit", nil, 10*time.Second)
 	vm.Wait(30 * time.Second)
+}
+
+// within is a context for one agent call that ends after d (or with the test).
+func within(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
 }
 
 // checkResume checks a "PMVM-GUEST resumed" line seen at time seen.

@@ -8,9 +8,9 @@
 // bench); `go test ./...` compiles them and runs nothing but the report
 // parser's unit test. This file's package holds their parts: the tiny
 // guest (tinyguest.go), a pmvm driver on vmm/lifecycle, the functions
-// pmvm run and pmvm save use (pmvm.go), a QMP client (qmp.go) and a QEMU
-// driver (qemu.go). ./report turns the benchmark output into side-by-side
-// tables. The benchmarks fail (never
+// pmvm run and pmvm save use (pmvm.go), and a QEMU driver (qemu.go) on
+// the tests' QMP client (qa/qmp). ./report turns the benchmark output
+// into side-by-side tables. The benchmarks fail (never
 // skip) when /dev/kvm, a tmpfs /dev/shm or qemu-system-x86_64 is missing.
 //
 // What each number is:

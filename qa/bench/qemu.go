@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"github.com/pmvm/pmvm/qa/qmp"
 )
 
 // QEMUBinary is the peer's emulator.
@@ -55,7 +57,7 @@ type QEMUSpec struct {
 
 // QEMU is a running peer process with its QMP connection.
 type QEMU struct {
-	QMP    *QMP
+	QMP    *qmp.Client
 	cmd    *exec.Cmd
 	stderr *bytes.Buffer
 	exited chan struct{} // closed when the process has been reaped
@@ -145,7 +147,7 @@ func StartQEMU(spec QEMUSpec, incoming bool) (*QEMU, error) {
 	case <-q.exited:
 		return nil, fmt.Errorf("QEMU exited before QMP (%v): %s", q.err, q.stderr)
 	}
-	if q.QMP, err = NewQMP(conn, stepTimeout); err != nil {
+	if q.QMP, err = qmp.New(conn, stepTimeout); err != nil {
 		return nil, errors.Join(fmt.Errorf("%w (QEMU said: %s)", err, q.stderr), q.Kill())
 	}
 	caps := []map[string]any{

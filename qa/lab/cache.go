@@ -1,5 +1,5 @@
 // Package lab builds and runs the pmvm test lab described in
-// /work/shared/LAB.md: a QEMU TCG "lab host" (L1) with nested KVM (kvm-amd)
+// README.md ("How the lab works"): a QEMU TCG "lab host" (L1) with nested KVM (kvm-amd)
 // in which pmvm boots a Linux guest (L2).
 //
 // Everything the lab needs comes from Debian's package registry and is cached
@@ -14,13 +14,19 @@
 //     the libraries ldd lists;
 //   - images.go, standard.go: the guest (L2) and lab host (L1) images and
 //     the standard labs (boot, device-dax, S3);
-//   - guestinit.go: guest /init scripts (reports, qemu-ga, the pattern
+//   - scripts/*.sh, scripts.go: every shell script of the lab (inits,
+//     /lab/lib.sh, the scenarios), embedded, with their parameters set by
+//     ShellVars; make test-shellcheck checks them;
+//   - guestinit.go: guest /init builders (reports, qemu-ga, the pattern
 //     daemon, the resume loop); the guest programs are in qa/guestbin;
-//   - scenario.go: /lab/lib.sh (pmvm in the background, wait_for, run_cmd,
-//     dax_setup) and the lab host scripts of the tests;
+//   - scenario.go, reboot.go, update.go: the lab host scenarios of the
+//     tests and the labs they run in;
 //   - qemu.go: running QEMU with timeouts and console matching;
-//     qga.go: guest agent and QMP clients for plain-QEMU runs;
-//   - check.go: following a scenario's transcript and judging it.
+//     agent.go: the guest agent (pmvm's own guestpm.Client) for plain-QEMU
+//     runs; QEMU's monitor is qa/qmp;
+//   - check.go: following a scenario's transcript and judging it;
+//     updateevents.go, updatecheck.go: the update lab's console as typed
+//     events, and their judges.
 package lab
 
 import (

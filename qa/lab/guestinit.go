@@ -1,56 +1,34 @@
 package lab
 
-import (
-	"fmt"
-	"strings"
-)
+import "strconv"
 
 // Guest /init builders for the persistent-memory and S3 tests. Every one
 // starts with InitPrelude and GuestReport, so the markers of GuestInit
 // (uname, cpus-online, memtotal-kb, acpi-errors) come first.
 
-// GuestLib is shell for guest inits: wait_file FILE STRING SECONDS waits
-// until FILE exists and contains STRING ("" = only exists).
-const GuestLib = `wait_file() {
-	_end=$(( $(date +%s) + $3 ))
-	while [ $(date +%s) -le $_end ]; do
-		if [ -e "$1" ] && { [ -z "$2" ] || grep -q -- "$2" "$1"; }; then return 0; fi
-		sleep 0.2
-	done
-	return 1
-}
-`
+// GuestLib is shell for guest inits (scripts/guest-lib.sh):
+// wait_file FILE STRING SECONDS waits until FILE exists and contains
+// STRING ("" = only exists).
+var GuestLib = script("guest-lib.sh")
 
 // GuestAgentStart starts Debian's qemu-ga on COM2 (/dev/ttyS1: the line
 // pmvm exposes as [agent] socket, and -device isa-serial under QEMU) and
-// sets QGA_PID. No systemctl and no pm-is-supported exist in the guest,
-// so qga 7.2's guest-suspend-ram takes its last path: it checks that
-// /sys/power/state lists "mem" and, in a child, writes "mem" to it. The
-// fsfreeze hook is off (no -F); the state dir is /run.
+// sets QGA_PID (scripts/guest-agent-start.sh). No systemctl and no
+// pm-is-supported exist in the guest, so qga 7.2's guest-suspend-ram takes
+// its last path: it checks that /sys/power/state lists "mem" and, in a
+// child, writes "mem" to it. The fsfreeze hook is off (no -F); the state
+// dir is /run.
 //
 //	PMVM-GUEST qga-started pid=<pid>
 //	PMVM-GUEST ERROR: qemu-ga ...        (it exited at once)
-const GuestAgentStart = `mkdir -p /run /var/run
-if [ ! -c /dev/ttyS1 ]; then echo "PMVM-GUEST ERROR: no /dev/ttyS1 for qemu-ga (COM2 missing?)"; fi
-qemu-ga -m isa-serial -p /dev/ttyS1 -t /run -f /run/qemu-ga.pid &
-QGA_PID=$!
-sleep 0.5
-if kill -0 $QGA_PID 2>/dev/null; then
-	echo "PMVM-GUEST qga-started pid=$QGA_PID"
-else
-	echo "PMVM-GUEST ERROR: qemu-ga exited at start (see its messages above)"
-fi
-`
+var GuestAgentStart = script("guest-agent-start.sh")
 
-// PMReport prints what S3 needs from the guest kernel:
+// PMReport prints what S3 needs from the guest kernel (scripts/pm-report.sh):
 //
 //	PMVM-GUEST power-state=<cat /sys/power/state>   (must list mem)
 //	PMVM-GUEST mem-sleep=<cat /sys/power/mem_sleep> (must be "s2idle [deep]": deep = ACPI S3)
 //	PMVM-GUEST boot_id=<uuid>
-const PMReport = `echo "PMVM-GUEST power-state=$(cat /sys/power/state 2>/dev/null)"
-echo "PMVM-GUEST mem-sleep=$(cat /sys/power/mem_sleep 2>/dev/null)"
-echo "PMVM-GUEST boot_id=$(cat /proc/sys/kernel/random/boot_id)"
-`
+var PMReport = script("pm-report.sh")
 
 // PMGuest configures PMGuestInit.
 type PMGuest struct {
@@ -65,7 +43,8 @@ type PMGuest struct {
 	StopAgentAfter int
 }
 
-// PMGuestInit returns a guest /init for the S3 tests. It reports, starts
+// PMGuestInit returns a guest /init for the S3 tests (its body is
+// scripts/pm-guest.sh). It reports, starts
 // qemu-ga, fills memory with `pattern fill` and then polls
 // /sys/power/suspend_stats/success (the kernel counts each completed
 // suspend; it prints "PM: suspend exit" at the same point) twice a second.
@@ -91,60 +70,17 @@ func PMGuestInit(o PMGuest) string {
 	if o.RTCSeconds == 0 {
 		o.RTCSeconds = 10
 	}
-	var b strings.Builder
-	b.WriteString(InitPrelude)
-	b.WriteString(GuestReport)
-	b.WriteString(PMReport)
-	b.WriteString(GuestLib)
-	fmt.Fprintf(&b, "SEED=%d PERCENT=%d RTC_AFTER=%d RTC_SECS=%d STOP_AGENT_AFTER=%d\n",
-		o.Seed, o.Percent, o.RTCAfter, o.RTCSeconds, o.StopAgentAfter)
-	b.WriteString(GuestAgentStart)
-	b.WriteString(`echo 0 > /proc/sys/vm/compact_unevictable_allowed 2>/dev/null
-pattern fill --percent $PERCENT --seed $SEED --ready /tmp/pattern.state &
-PAT=$!
-wait_file /tmp/pattern.state filled 900 || echo "PMVM-GUEST ERROR: pattern fill did not finish"
-echo "PMVM-GUEST ready date=$(date +%s) uptime=$(cut -d' ' -f1 /proc/uptime)"
-arm_rtc() {
-	w=/sys/class/rtc/rtc0/wakealarm
-	echo 0 > $w
-	if echo +$RTC_SECS > $w; then
-		echo "PMVM-GUEST rtc-armed n=$((n+1)) secs=$RTC_SECS alarm=$(cat $w) date=$(date +%s)"
-	else
-		echo "PMVM-GUEST ERROR: cannot arm the RTC wake alarm ($w)"
-	fi
-}
-resumes() { cat /sys/power/suspend_stats/success 2>/dev/null || dmesg | grep -c 'PM: suspend exit'; }
-n=$(resumes) agent=1 tick=0 alive=0
-while :; do
-	c=$(resumes)
-	if [ "$c" -gt "$n" ]; then
-		n=$c
-		# every field first, the date last: it is compared with the lab
-		# host's clock when the line arrives
-		_cpus=$(cat /sys/devices/system/cpu/online)
-		_bid=$(cat /proc/sys/kernel/random/boot_id)
-		_pm=$(dmesg | grep -c 'PM: suspend exit')
-		_fail=$(cat /sys/power/suspend_stats/fail 2>/dev/null)
-		echo "PMVM-GUEST resumed n=$n cpus-online=$_cpus boot_id=$_bid pm-exit=$_pm suspend-fail=$_fail uptime=$(cut -d' ' -f1 /proc/uptime) date=$(date +%s)"
-		kill -USR1 $PAT
-		wait_file /tmp/pattern.state "round=$n " 900 || echo "PMVM-GUEST ERROR: pattern check $n did not finish"
-		if [ "$n" -eq "$RTC_AFTER" ]; then arm_rtc; fi
-		if [ "$n" -eq "$STOP_AGENT_AFTER" ]; then
-			kill $QGA_PID; wait $QGA_PID 2>/dev/null; agent=0
-			echo "PMVM-GUEST qga-stopped"
-		fi
-	fi
-	if [ $agent = 0 ]; then
-		tick=$((tick+1))
-		if [ $((tick % 4)) = 0 ]; then alive=$((alive+1)); echo "PMVM-GUEST alive n=$alive date=$(date +%s)"; fi
-	fi
-	sleep 0.5
-done
-`)
-	return b.String()
+	return InitPrelude + GuestReport + PMReport + GuestLib + ShellVars(map[string]string{
+		"SEED":             strconv.FormatUint(o.Seed, 10),
+		"PERCENT":          strconv.Itoa(o.Percent),
+		"RTC_AFTER":        strconv.Itoa(o.RTCAfter),
+		"RTC_SECS":         strconv.Itoa(o.RTCSeconds),
+		"STOP_AGENT_AFTER": strconv.Itoa(o.StopAgentAfter),
+	}) + GuestAgentStart + script("pm-guest.sh")
 }
 
-// LocateGuestInit returns a guest /init for the device-dax test: it runs
+// LocateGuestInit returns a guest /init for the device-dax test
+// (scripts/locate-guest.sh): it runs
 // `pattern locate --seed seed` (which holds its page), waits for it, and
 // powers off. Page compaction of mlocked pages is turned off first so the
 // page stays where it was found. Markers, after GuestReport:
@@ -152,10 +88,6 @@ done
 //	PMVM-GUEST pattern-gpa=0x<hex> marker=<hex of the page's first 32 bytes>
 //	PMVM-GUEST done
 func LocateGuestInit(seed uint64) string {
-	return InitPrelude + GuestReport + GuestLib + fmt.Sprintf(`echo 0 > /proc/sys/vm/compact_unevictable_allowed 2>/dev/null
-pattern locate --seed %d --ready /tmp/located &
-wait_file /tmp/located located 120 || echo "PMVM-GUEST ERROR: pattern locate did not finish"
-echo "PMVM-GUEST done"
-poweroff -f
-`, seed)
+	return InitPrelude + GuestReport + GuestLib +
+		ShellVars(map[string]string{"SEED": strconv.FormatUint(seed, 10)}) + script("locate-guest.sh")
 }

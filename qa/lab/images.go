@@ -11,25 +11,12 @@ import (
 )
 
 // InitPrelude starts every lab /init (L1 and L2): busybox applets, PATH, the
-// pseudo filesystems and a console on stdio.
-const InitPrelude = `#!/bin/busybox sh
-/bin/busybox mkdir -p /proc /sys /dev /tmp /run /sbin /usr/bin /usr/sbin
-/bin/busybox --install -s 2>/dev/null
-export PATH=/bin:/sbin:/usr/bin:/usr/sbin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-exec </dev/console >/dev/console 2>&1
-`
+// pseudo filesystems and a console on stdio (scripts/prelude.sh).
+var InitPrelude = script("prelude.sh")
 
-// GuestReport prints the PMVM-GUEST marker lines (see GuestInit).
-const GuestReport = `echo "PMVM-GUEST uname=$(uname -r)"
-echo "PMVM-GUEST cpus-online=$(cat /sys/devices/system/cpu/online)"
-echo "PMVM-GUEST memtotal-kb=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)"
-acpi_re='ACPI.*(Error|error|BUG|Exception)'
-echo "PMVM-GUEST acpi-errors=$(dmesg | grep -cE "$acpi_re")"
-dmesg | grep -E "$acpi_re" | sed 's/^/PMVM-GUEST acpi-error: /'
-`
+// GuestReport prints the PMVM-GUEST marker lines (see GuestInit;
+// scripts/guest-report.sh).
+var GuestReport = script("guest-report.sh")
 
 // GuestInit is the default guest /init: report, then power off. Markers:
 //
@@ -38,9 +25,7 @@ dmesg | grep -E "$acpi_re" | sed 's/^/PMVM-GUEST acpi-error: /'
 //	PMVM-GUEST memtotal-kb=<MemTotal in KiB>
 //	PMVM-GUEST acpi-errors=<count>  (followed by "PMVM-GUEST acpi-error: <line>" each)
 //	PMVM-GUEST done
-const GuestInit = InitPrelude + GuestReport + `echo "PMVM-GUEST done"
-poweroff -f
-`
+var GuestInit = InitPrelude + GuestReport + script("guest-done.sh")
 
 // GuestSpec describes a guest (L2) initrd.
 type GuestSpec struct {
@@ -132,14 +117,11 @@ const (
 	LabLib       = "/lab/lib.sh"  // in the lab host: ScenarioLib
 )
 
-// KVMHoldStart is the lab host /init fragment that runs once /dev/kvm
-// exists: it starts kvmhold (one idle VM for the lab host's life, so the
-// tests' VMs never make the kernel patch its text; see
-// qa/guestbin/kvmhold) and waits until it holds its VM.
-const KVMHoldStart = LabKVMHold + ` /run/kvmhold.ready &
-i=0; while [ ! -f /run/kvmhold.ready ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
-[ -f /run/kvmhold.ready ] || fail "kvmhold did not open its idle VM within 10 s"
-`
+// hostInitLib is what every lab host /init does, after the prelude:
+// fail, load_modules, wait_kvm and kvmhold_start (LabKVMHold: one idle VM
+// for the lab host's life, so the tests' VMs never make the kernel patch
+// its text; see qa/guestbin/kvmhold).
+var hostInitLib = script("host-lib.sh")
 
 // addKVMHold puts the static kvmhold into a lab host image.
 func (l *Lab) addKVMHold(im *Image) error {
@@ -155,7 +137,7 @@ func (l *Lab) addKVMHold(im *Image) error {
 var DefaultHostModules = []string{"irqbypass", "ccp", "kvm", "kvm-amd"}
 
 // DaxModules turn the memmap= reservation into /dev/pmem0 and let ndctl
-// make it a device-dax namespace (LAB.md), in load order.
+// make it a device-dax namespace (README.md, "How the lab works"), in load order.
 var DaxModules = []string{"libnvdimm", "nd_e820", "nd_btt", "nd_pmem", "dax_pmem", "device_dax"}
 
 // HostSpec describes the lab host (L1) initrd.
@@ -213,14 +195,9 @@ func (l *Lab) Host(spec HostSpec) (*HostImage, error) {
 	if err != nil {
 		return nil, err
 	}
-	var init strings.Builder
-	init.WriteString(InitPrelude)
-	init.WriteString(`fail() { echo "PMVM-LAB ERROR: $*"; sleep 1; poweroff -f; }
-echo "PMVM-LAB init $(uname -r)"
-`)
-	init.WriteString("mkdir -p /var/run /run/pmvm /tmp\n")
+	runDirs := []string{}
 	if spec.GuestConfig != nil {
-		fmt.Fprintf(&init, "mkdir -p %s\n", spec.GuestConfig.RunDir())
+		runDirs = append(runDirs, spec.GuestConfig.RunDir())
 	}
 	cfgNames := make([]string, 0, len(spec.Configs))
 	for n := range spec.Configs {
@@ -228,28 +205,23 @@ echo "PMVM-LAB init $(uname -r)"
 	}
 	sort.Strings(cfgNames)
 	for _, n := range cfgNames {
-		fmt.Fprintf(&init, "mkdir -p %s\n", spec.Configs[n].RunDir())
+		runDirs = append(runDirs, spec.Configs[n].RunDir())
 	}
-	im, err := l.busyboxImage("")
+	im, err := l.busyboxImage(InitPrelude + hostInitLib +
+		ShellVars(map[string]string{"RUN_DIRS": strings.Join(runDirs, " ")}) + script("host-init.sh"))
 	if err != nil {
 		return nil, err
 	}
+	var order strings.Builder
 	for _, m := range mods {
 		data, err := m.Data()
 		if err != nil {
 			return nil, err
 		}
 		im.File("lib/modules/"+m.File, data, 0o644)
-		fmt.Fprintf(&init, "insmod /lib/modules/%s %s || fail \"insmod %s\"\n", m.File, spec.ModuleParams[m.Name], m.File)
+		fmt.Fprintf(&order, "%s %s\n", m.File, spec.ModuleParams[m.Name])
 	}
-	init.WriteString(`i=0; while [ ! -c /dev/kvm ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
-[ -c /dev/kvm ] || fail "/dev/kvm missing after loading the KVM modules (is SVM exposed? -cpu EPYC,+svm)"
-` + KVMHoldStart + `echo "PMVM-LAB kvm-ready"
-sh /lab/scenario.sh
-echo "PMVM-LAB scenario-exit=$?"
-poweroff -f
-`)
-	im.File("init", []byte(init.String()), 0o755)
+	im.File("lib/modules/load-order", []byte(order.String()), 0o644)
 	im.File("lab/scenario.sh", []byte(spec.Scenario), 0o755)
 	im.File(strings.TrimPrefix(LabLib, "/"), []byte(ScenarioLib), 0o644)
 	for _, n := range cfgNames {

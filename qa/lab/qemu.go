@@ -19,7 +19,7 @@ import (
 // QEMUPackage is the Debian package providing qemu-system-x86_64.
 const QEMUPackage = "qemu-system-x86"
 
-// DefaultAppend is the lab host's kernel command line (LAB.md): memmap=256M!4G
+// DefaultAppend is the lab host's kernel command line (README.md, "How the lab works"): memmap=256M!4G
 // reserves emulated persistent memory in RAM that exists above 4 GiB.
 const DefaultAppend = "console=ttyS0 panic=-1 quiet memmap=256M!4G"
 
@@ -51,7 +51,7 @@ type QEMU struct {
 // "PMVM-GUEST ERROR: ...") and kernel panics.
 var DefaultFailOn = regexp.MustCompile(`PMVM-LAB ERROR|PMVM-GUEST ERROR|Kernel panic|end Kernel panic`)
 
-// LabHost returns the QEMU run of LAB.md for a lab host image: TCG with
+// LabHost returns the QEMU run of a lab host image (README.md, "How the lab works"): TCG with
 // an EPYC CPU exposing SVM, q35, 3 GiB, 2 CPUs, PVH boot of the vmlinux.
 func LabHost(h *HostImage) QEMU {
 	return QEMU{

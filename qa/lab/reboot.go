@@ -1,7 +1,7 @@
 package lab
 
 import (
-	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -41,7 +41,8 @@ var RebootFaults = []struct{ Tag, Args, Want string }{
 	{"missing-backing", "/lab/missing-dax.toml --incoming /tmp/labguest.state", "/dev/dax9.0"},
 }
 
-// RebootScenario drives save and resume: pmvm runs the guest on
+// RebootScenario (scripts/reboot-scenario.sh, with the cycles and
+// RebootFaults as its parameters) drives save and resume: pmvm runs the guest on
 // /dev/dax0.0; each cycle n saves it (pmvm save: suspend through the agent,
 // state file, exit), then a new pmvm process resumes it (pmvm run
 // --incoming) and the guest reports resume n and checks its pattern. After
@@ -60,52 +61,10 @@ var RebootFaults = []struct{ Tag, Args, Want string }{
 //	PMVM-LAB got: PMVM-GUEST resumed n=<n> ...; PMVM-LAB resumed-seen n=<n> l1-date=<s>
 //	PMVM-LAB got: PMVM-GUEST pattern-verify ok ... round=<n> ...
 func RebootScenario(cycles int) string {
-	var b strings.Builder
-	b.WriteString(`. /lab/lib.sh
-VM=labguest
-dax_setup
-for c in /lab/guest.toml /lab/wrong-vcpus.toml /lab/other-vm.toml /lab/missing-dax.toml; do dax_config $c; done
-pmvm_start /lab/guest.toml
-wait_for 'PMVM-GUEST ready' 600 || fail "the guest never got ready (qemu-ga + pattern fill)"
-lab "ready-seen l1-date=$(now)"
-wait_for 'PMVM-GUEST boot_id=' 5 || fail "the guest printed no boot_id"
-save() {
-	run_cmd save-$1 pmvm save $VM --state /tmp/labguest.state --timeout 60s
-	[ $RC = 0 ] || fail "pmvm save (cycle $1) exited $RC: $OUT"
-	pmvm_wait 60 || fail "pmvm did not exit after pmvm save (cycle $1)"
-	[ "$PMVM_RC" = 0 ] || fail "pmvm exited $PMVM_RC after pmvm save (cycle $1)"
-}
-resume() {
-	pmvm_start /lab/guest.toml --incoming /tmp/labguest.state
-	wait_for "PMVM-GUEST resumed n=$1 " 120 || fail "the guest did not report resume $1 after pmvm run --incoming"
-	lab "resumed-seen n=$1 l1-date=$(now)"
-	wait_for "PMVM-GUEST pattern-verify [A-Za-z]+ .*round=$1 " 600 || fail "the pattern check after resume $1 did not finish"
-}
-faults() {
-	run_cmd inspect pmvm state inspect /tmp/labguest.state
-	[ $RC = 0 ] || fail "pmvm state inspect exited $RC"
-	size=$(stat -c %s /tmp/labguest.state)
-	head -c $((size / 2)) /tmp/labguest.state > /tmp/truncated.state
-	cp /tmp/labguest.state /tmp/corrupted.state
-	printf '\377' | dd of=/tmp/corrupted.state bs=1 seek=$((size / 2)) conv=notrunc 2>/dev/null
-	cp /tmp/labguest.state /tmp/newer.state
-	printf '\011' | dd of=/tmp/newer.state bs=1 seek=8 conv=notrunc 2>/dev/null
-	daxpeek --sum /dev/dax0.0 || fail "daxpeek --sum failed"
-`)
+	var faults strings.Builder
 	for _, f := range RebootFaults {
-		fmt.Fprintf(&b, "\trun_cmd fault-%s pmvm run %s --log-level error\n", f.Tag, f.Args)
-		fmt.Fprintf(&b, "\t[ $RC != 0 ] || fail \"pmvm run %s was not refused\"\n", f.Args)
+		faults.WriteString(f.Tag + " " + f.Args + "\n")
 	}
-	b.WriteString(`	daxpeek --sum /dev/dax0.0 || fail "daxpeek --sum failed"
-}
-`)
-	for n := 1; n <= cycles; n++ {
-		fmt.Fprintf(&b, "save %d\n", n)
-		if n == 1 {
-			b.WriteString("faults\n")
-		}
-		fmt.Fprintf(&b, "resume %d\n", n)
-	}
-	b.WriteString("pmvm_stop\n")
-	return b.String()
+	return ShellVars(map[string]string{"CYCLES": strconv.Itoa(cycles), "FAULTS": faults.String()}) +
+		script("reboot-scenario.sh")
 }

@@ -1,11 +1,8 @@
 package lab
 
-import (
-	"fmt"
-	"strings"
-)
+import "strconv"
 
-// ScenarioLib is /lab/lib.sh in the lab host: shell helpers that let a
+// ScenarioLib is /lab/lib.sh in the lab host (scripts/lib.sh): shell helpers that let a
 // scenario sequence steps against a guest that pmvm runs in the
 // background. A scenario starts with ". /lab/lib.sh".
 //
@@ -49,113 +46,7 @@ import (
 //	DAX_SIZE and DAX_ALIGN.
 //
 // dax_config FILE           replaces @DAX_SIZE@ in FILE with DAX_SIZE.
-const ScenarioLib = `# /lab/lib.sh: helpers for lab scenarios (see qa/lab/scenario.go).
-LABTMP=${LABTMP:-/tmp}
-CONSOLE=${CONSOLE:-$LABTMP/console.log}
-GUEST_FAIL_RE=${GUEST_FAIL_RE:-'PMVM-GUEST ERROR|pattern-verify BAD|pattern-error|Kernel panic'}
-PMVM_PID=
-lab() { echo "PMVM-LAB $*"; }
-fail() {
-	echo "PMVM-LAB ERROR: $*"
-	if pmvm_running; then kill -TERM $PMVM_PID 2>/dev/null; sleep 1; fi
-	exit 1
-}
-now() { date +%s; }
-pmvm_running() { [ -n "$PMVM_PID" ] && [ ! -e $LABTMP/pmvm.rc ]; }
-pmvm_start() {
-	rm -f $LABTMP/pmvm.pid $LABTMP/pmvm.rc
-	: > "$CONSOLE"
-	: > $LABTMP/pmvm.log
-	# pmvm's own log (stderr) goes to its own file: written a line at a
-	# time, it would otherwise land in the middle of a guest console line,
-	# which the UART writes a byte at a time. Both are relayed.
-	[ -n "$LOG_RELAY" ] && kill $LOG_RELAY 2>/dev/null
-	tail -f $LABTMP/pmvm.log | sed -e 's/^/[l2] /' &
-	LOG_RELAY=$!
-	( pmvm run "$@" </dev/null 2>>$LABTMP/pmvm.log & echo $! > $LABTMP/pmvm.pid; wait $!; echo $? > $LABTMP/pmvm.rc ) \
-		| tee -a "$CONSOLE" | sed -e 's/\r$//' -e 's/^/[l2] /' &
-	_i=0
-	while [ ! -s $LABTMP/pmvm.pid ] && [ $_i -lt 100 ]; do sleep 0.1; _i=$((_i+1)); done
-	PMVM_PID=$(cat $LABTMP/pmvm.pid 2>/dev/null)
-	[ -n "$PMVM_PID" ] || fail "pmvm run $* did not start"
-	lab "pmvm-started pid=$PMVM_PID args=$*"
-}
-# complete_lines: a snapshot of $CONSOLE without its last line if that one
-# is still being written (the guest's UART sends a byte at a time).
-complete_lines() {
-	cp "$CONSOLE" $LABTMP/console.snap 2>/dev/null || return 0
-	if [ "$(tail -c 1 $LABTMP/console.snap | od -An -tx1 | tr -d ' \n')" = 0a ]; then
-		cat $LABTMP/console.snap
-	else
-		sed '$d' $LABTMP/console.snap
-	fi
-}
-wait_for() {
-	_pat=$1
-	_end=$(( $(now) + ${2:-60} ))
-	while :; do
-		_exited=0
-		[ -e $LABTMP/pmvm.rc ] && _exited=1
-		complete_lines > $LABTMP/console.lines
-		GOT=$(grep -E -m1 -- "$_pat" $LABTMP/console.lines | tr -d '\r')
-		if [ -n "$GOT" ]; then echo "PMVM-LAB got: $GOT"; return 0; fi
-		_bad=$(grep -E -m1 -- "$GUEST_FAIL_RE" $LABTMP/console.lines | tr -d '\r')
-		if [ -n "$_bad" ]; then lab "wait_for /$_pat/: guest failed: $_bad"; return 1; fi
-		if [ $_exited = 1 ]; then
-			lab "wait_for /$_pat/: pmvm exited with $(cat $LABTMP/pmvm.rc) first"
-			return 1
-		fi
-		if [ $(now) -ge $_end ]; then lab "wait_for /$_pat/: no such line within ${2:-60}s"; return 1; fi
-		sleep 0.2
-	done
-}
-pmvm_wait() {
-	_end=$(( $(now) + ${1:-60} ))
-	while [ ! -e $LABTMP/pmvm.rc ]; do
-		if [ $(now) -ge $_end ]; then
-			lab "pmvm still running after ${1:-60}s: killing it"
-			kill -KILL $PMVM_PID 2>/dev/null
-			sleep 1
-			return 1
-		fi
-		sleep 0.2
-	done
-	PMVM_RC=$(cat $LABTMP/pmvm.rc)
-	sleep 1 # let the relay print the console's last lines first
-	lab "pmvm-exit=$PMVM_RC"
-}
-pmvm_stop() {
-	pmvm_running && kill -TERM $PMVM_PID
-	pmvm_wait 30
-}
-run_cmd() {
-	_tag=$1; shift
-	_t0=$(now)
-	OUT=$("$@" 2>&1)
-	RC=$?
-	[ -n "$OUT" ] && echo "$OUT" | tr -d '\r' | sed "s/^/PMVM-LAB $_tag: /"
-	lab "$_tag-exit=$RC secs=$(( $(now) - _t0 ))"
-	return 0
-}
-dax_setup() {
-	_i=0
-	while [ ! -b /dev/pmem0 ] && [ $_i -lt 100 ]; do sleep 0.1; _i=$((_i+1)); done
-	[ -b /dev/pmem0 ] || fail "no /dev/pmem0: is memmap=256M!4G on the lab host's command line and nd_e820 loaded?"
-	run_cmd ndctl ndctl create-namespace -f -e namespace0.0 -m devdax
-	[ $RC = 0 ] || fail "ndctl create-namespace -f -e namespace0.0 -m devdax exited $RC"
-	_i=0
-	while [ ! -c /dev/dax0.0 ] && [ $_i -lt 100 ]; do sleep 0.1; _i=$((_i+1)); done
-	[ -c /dev/dax0.0 ] || fail "ndctl made a devdax namespace but /dev/dax0.0 did not appear"
-	_sys=/sys/bus/dax/devices/dax0.0
-	DAX_SIZE=$(cat $_sys/size)
-	DAX_ALIGN=$(cat $_sys/align 2>/dev/null || echo 2097152)
-	lab "dax-ready size=$DAX_SIZE align=$DAX_ALIGN"
-}
-dax_config() {
-	[ -n "$DAX_SIZE" ] || fail "dax_config before dax_setup"
-	sed -i "s/@DAX_SIZE@/$DAX_SIZE/g" "$1"
-}
-`
+var ScenarioLib = script("lib.sh")
 
 // DaxSizeAuto as a MemoryBlock size is replaced by the device-dax size in
 // the lab host (dax_config), before pmvm reads the config.
@@ -184,7 +75,7 @@ func AnonRebootConfig() VMConfig {
 	return c
 }
 
-// DaxScenario is TestLabDax's lab host script (/lab/guest.toml is
+// DaxScenario is TestLabDax's lab host script, scripts/dax-scenario.sh (/lab/guest.toml is
 // DaxGuestConfig, /lab/anon-reboot.toml AnonRebootConfig, the guest runs
 // LocateGuestInit). Lines, in order:
 //
@@ -196,17 +87,7 @@ func AnonRebootConfig() VMConfig {
 //	PMVM-LAB got: PMVM-GUEST pattern-gpa=0x<hex> marker=<hex>
 //	PMVM-LAB pmvm-exit=<code>
 //	PMVM-LAB daxpeek dev=/dev/dax0.0 offset=0x<gpa> len=32 hex=<hex>
-const DaxScenario = `. /lab/lib.sh
-dax_setup
-dax_config /lab/guest.toml
-run_cmd check-dax pmvm check /lab/guest.toml
-run_cmd check-anon pmvm check /lab/anon-reboot.toml
-pmvm_start /lab/guest.toml
-wait_for 'PMVM-GUEST pattern-gpa=0x[0-9a-f]+ marker=[0-9a-f]+' 240 || fail "the guest never printed its pattern's address"
-gpa=$(echo "$GOT" | sed -n 's/.*pattern-gpa=\(0x[0-9a-f]*\).*/\1/p')
-pmvm_wait 120 || fail "pmvm did not exit after the guest powered off"
-daxpeek /dev/dax0.0 $gpa 32 || fail "daxpeek /dev/dax0.0 $gpa 32 failed"
-`
+var DaxScenario = script("dax-scenario.sh")
 
 // SuspendPlan shapes SuspendScenario (and must agree with the guest's
 // PMGuest settings).
@@ -224,7 +105,8 @@ type SuspendPlan struct {
 	SuspendTimeout string // --timeout of the normal suspends (default "60s")
 }
 
-// SuspendScenario returns TestLabSuspendWake's lab host script: pmvm runs
+// SuspendScenario returns TestLabSuspendWake's lab host script
+// (scripts/suspend-scenario.sh with the plan as its parameters): pmvm runs
 // /lab/guest.toml (a PMGuestInit guest) and the script drives it with
 // pmvm suspend / status / wakeup. Lines, in order:
 //
@@ -268,52 +150,20 @@ func SuspendScenario(p SuspendPlan) string {
 	if p.SuspendTimeout == "" {
 		p.SuspendTimeout = "60s"
 	}
-	var b strings.Builder
-	fmt.Fprintf(&b, `. /lab/lib.sh
-VM=%s
-pmvm_start /lab/guest.toml
-wait_for 'PMVM-GUEST ready' 600 || fail "the guest never got ready (qemu-ga + pattern fill)"
-lab "ready-seen l1-date=$(now)"
-wait_for 'PMVM-GUEST boot_id=' 5 || fail "the guest printed no boot_id"
-wait_for 'PMVM-GUEST mem-sleep=' 5 || fail "the guest printed no mem-sleep"
-check_resume() {
-	wait_for "PMVM-GUEST resumed n=$1 " $2 || fail "$3"
-	lab "resumed-seen n=$1 l1-date=$(now)"
-	wait_for "PMVM-GUEST pattern-verify [A-Za-z]+ .*round=$1 " 600 || fail "the pattern check after resume $1 did not finish"
+	return ShellVars(map[string]string{
+		"VM":               p.VM,
+		"CYCLES":           strconv.Itoa(p.Cycles),
+		"SUSPEND_TIMEOUT":  p.SuspendTimeout,
+		"RTC":              boolVar(p.RTC),
+		"NO_AGENT":         boolVar(p.NoAgent),
+		"NO_AGENT_TIMEOUT": p.NoAgentTimeout,
+	}) + script("suspend-scenario.sh")
 }
-cycle() {
-	run_cmd suspend-$1 pmvm suspend $VM --timeout %s
-	[ $RC = 0 ] || fail "pmvm suspend $VM (cycle $1) exited $RC: $OUT"
-	run_cmd status-$1 pmvm status $VM
-	_st=$(echo "$OUT" | grep -m1 '^runstate:')
-	case "${_st:-$OUT}" in *suspended*) ;; *) fail "pmvm status $VM right after pmvm suspend returned (cycle $1) does not say suspended: ${_st:-$OUT}";; esac
-	run_cmd wakeup-$1 pmvm wakeup $VM
-	[ $RC = 0 ] || fail "pmvm wakeup $VM (cycle $1) exited $RC: $OUT"
-	check_resume $1 120 "the guest did not report resume $1 after pmvm wakeup"
-}
-`, p.VM, p.SuspendTimeout)
-	for n := 1; n <= p.Cycles; n++ {
-		fmt.Fprintf(&b, "cycle %d\n", n)
+
+// boolVar is a shell parameter's true (1) or false (0).
+func boolVar(b bool) string {
+	if b {
+		return "1"
 	}
-	last := p.Cycles
-	if p.RTC {
-		last++
-		fmt.Fprintf(&b, `wait_for "PMVM-GUEST rtc-armed n=%[1]d " 60 || fail "the guest did not arm its RTC alarm"
-run_cmd suspend-%[1]d pmvm suspend $VM --timeout %[2]s
-[ $RC = 0 ] || fail "pmvm suspend $VM (RTC cycle) exited $RC: $OUT"
-run_cmd status-%[1]d pmvm status $VM
-check_resume %[1]d 120 "the guest did not wake by its RTC alarm (no pmvm wakeup was sent)"
-`, last, p.SuspendTimeout)
-	}
-	if p.NoAgent {
-		fmt.Fprintf(&b, `wait_for 'PMVM-GUEST qga-stopped' 60 || fail "the guest did not stop qemu-ga"
-run_cmd noagent pmvm suspend $VM --timeout %s
-[ $RC != 0 ] || fail "pmvm suspend succeeded although qemu-ga is not running"
-run_cmd noagent-status pmvm status $VM
-a=$(grep -c 'PMVM-GUEST alive n=' "$CONSOLE")
-wait_for "PMVM-GUEST alive n=$((a+1)) " 30 || fail "the guest stopped running after the failed suspend"
-`, p.NoAgentTimeout)
-	}
-	b.WriteString("pmvm_stop\n")
-	return b.String()
+	return "0"
 }

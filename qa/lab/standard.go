@@ -3,14 +3,10 @@ package lab
 import "fmt"
 
 // PmvmRunScenario is TestLabBoot's scenario: run the guest under pmvm.
-const PmvmRunScenario = `/bin/pmvm run /lab/guest.toml; echo "PMVM-LAB pmvm-exit=$?"
-`
+var PmvmRunScenario = script("pmvm-run-scenario.sh")
 
 // KVMCheckScenario only shows that nested KVM works in L1.
-const KVMCheckScenario = `ls -l /dev/kvm
-echo "PMVM-LAB nested=$(cat /sys/module/kvm_amd/parameters/nested)"
-echo "PMVM-LAB npt=$(cat /sys/module/kvm_amd/parameters/npt)"
-`
+var KVMCheckScenario = script("kvm-check-scenario.sh")
 
 // Standard describes the usual lab: the 6.1 kernel in L1 and L2, the default
 // guest init, pmvm and a guest config.

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"regexp"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -118,17 +117,12 @@ func (r *UpdateRun) PreKexecTimeline() []string {
 	return nil
 }
 
-var (
-	dateRe   = regexp.MustCompile(`\bdate=(\d+)`)
-	bootIDRe = regexp.MustCompile(`\bboot_id=([0-9a-f-]+)`)
-	// a blackout line of the timeline: "  vm1  16.79s"
-	blackoutRe = regexp.MustCompile(`^\s+(\S+)\s+(\S+)$`)
-)
-
 // CheckUpdateRun follows an UpdateScenario run (UpdateHost) from the lab
-// host's first line to "scenario-exit" on the new kernel. A missing line
-// is an error (with the console tail); a line that is there but wrong is
-// a Problem.
+// host's first line to "scenario-exit" on the new kernel: it reads the
+// console as events (ParseUpdateLine) in order, stage by stage, and
+// judges each stage's values when the stage is complete. A missing line is
+// an error (with the console tail); a line that is there but wrong is a
+// Problem.
 func CheckUpdateRun(vm *VM, want UpdateExpect, timeout time.Duration) (*UpdateRun, error) {
 	if want.MaxSkew == 0 {
 		want.MaxSkew = 2
@@ -136,363 +130,396 @@ func CheckUpdateRun(vm *VM, want UpdateExpect, timeout time.Duration) (*UpdateRu
 	if want.VCPUs == 0 {
 		want.VCPUs = 1
 	}
-	t0 := time.Now()
-	r := &UpdateRun{At: map[string]time.Duration{}}
-	problems := &r.Problems
-	bad := func(f string, a ...any) { *problems = append(*problems, fmt.Sprintf(f, a...)) }
-	mark := func(step string) {
-		r.At[step] = time.Since(t0)
-		r.Steps = append(r.Steps, step)
-	}
-	deadline := t0.Add(timeout)
-	wait := func(re string, d time.Duration) ([]string, error) {
-		if left := time.Until(deadline); d > left {
-			d = left
+	c := &updateChecker{vm: vm, want: want, t0: time.Now(), outputs: map[string][]string{}}
+	c.deadline = c.t0.Add(timeout)
+	c.r = newUpdateRun()
+	for _, stage := range []func() error{c.oldKernel, c.refusal, c.kexec, c.restore, c.guestsAfter, c.end} {
+		if err := stage(); err != nil {
+			return c.r, err
 		}
-		return vm.WaitFor(regexp.MustCompile(re), d)
 	}
-	names := make([]string, len(UpdateVMs))
-	for i, v := range UpdateVMs {
-		names[i] = v.Name
+	return c.r, nil
+}
+
+func newUpdateRun() *UpdateRun {
+	r := &UpdateRun{At: map[string]time.Duration{}}
+	for _, v := range UpdateVMs {
 		r.VMs = append(r.VMs, &UpdateVM{Name: v.Name})
 		r.Dax = append(r.Dax, &UpdateDax{Name: v.Dax})
 	}
-	// anyOrder waits for "PMVM-LAB <tag> vm=<name> <rest>" of every name.
-	anyOrder := func(tag string, names []string, d time.Duration, each func(v string, rest string)) error {
-		seen := map[string]bool{}
-		for _, n := range names {
-			seen[n] = false
-		}
-		for left := len(names); left > 0; {
-			m, err := wait(`^PMVM-LAB `+regexp.QuoteMeta(tag)+` vm=(\S+) (.*)`, d)
-			if err != nil {
-				return err
-			}
-			if strings.HasPrefix(m[2], "FAILED") {
-				return fmt.Errorf("%s", m[0])
-			}
-			if done, ours := seen[m[1]]; ours && !done {
-				seen[m[1]] = true
-				left--
-				each(m[1], m[2])
-			}
-		}
-		return nil
-	}
-	daxLines := func(after bool) error {
-		for range r.Dax {
-			m, err := wait(`^PMVM-LAB dax name=(\S+) size=(\d+) uuid=(\S*)`, time.Minute)
-			if err != nil {
-				return err
-			}
-			for _, d := range r.Dax {
-				if d.Name != m[1] {
-					continue
-				}
-				size, _ := strconv.ParseUint(m[2], 10, 64)
-				if after {
-					d.SizeAfter, d.UUIDAfter, d.SeenAfter = size, m[3], true
-				} else {
-					d.SizeBefore, d.UUIDBefore, d.SeenBefore = size, m[3], true
-				}
-			}
-		}
-		return nil
-	}
-	l1Facts := func(phase string) (string, float64, error) {
-		m, err := wait(`^PMVM-LAB l1 phase=`+phase+` uname=(\S+) date=([0-9.]+)`, 2*time.Minute)
-		if err != nil {
-			return "", 0, err
-		}
-		now := time.Now()
-		l1, _ := strconv.ParseFloat(m[2], 64)
-		return m[1], l1 - float64(now.UnixNano())/1e9, nil
-	}
+	return r
+}
 
-	// --- the old kernel ---
-	var err error
-	if r.UnameBefore, r.L1SkewBefore, err = l1Facts("boot"); err != nil {
-		return r, err
+// updateChecker reads one update run's console.
+type updateChecker struct {
+	vm       *VM
+	want     UpdateExpect
+	r        *UpdateRun
+	t0       time.Time
+	deadline time.Time
+	// outputs holds the "PMVM-LAB <tag>: <text>" lines read so far, by tag.
+	outputs map[string][]string
+}
+
+// labLineRe matches every line the lab host's scripts print.
+var labLineRe = regexp.MustCompile(`^` + labLinePrefix + `.*`)
+
+// next returns the next lab line's event, waiting at most d (and never
+// past the run's deadline). Output lines are kept in c.outputs on the way.
+func (c *updateChecker) next(d time.Duration) (UpdateEvent, error) {
+	if left := time.Until(c.deadline); d > left {
+		d = left
 	}
-	mark("lab host up (" + r.UnameBefore + ")")
-	if want.From != "" && r.UnameBefore != want.From {
-		bad("the lab host booted %s, want %s", r.UnameBefore, want.From)
-	}
-	if err := daxLines(false); err != nil {
-		return r, err
-	}
-	m, err := wait(`^PMVM-LAB state-fs dev=(\S+) type=(\S+)`, time.Minute)
+	m, err := c.vm.WaitFor(labLineRe, d)
 	if err != nil {
-		return r, err
+		return nil, err
 	}
-	r.StateFS = m[2]
-	if r.StateFS == "tmpfs" || r.StateFS == "ramfs" {
-		bad("state_dir is on %s, which does not survive a kexec", r.StateFS)
+	ev, _ := ParseUpdateLine(m[0])
+	if o, ok := ev.(EvOutput); ok {
+		c.outputs[o.Tag] = append(c.outputs[o.Tag], o.Text)
 	}
-	if m, err = wait(`^PMVM-LAB cgroup2 controllers=(\S*)`, time.Minute); err != nil {
-		return r, err
+	if e, ok := ev.(EvError); ok {
+		return nil, fmt.Errorf("the lab host's scenario failed: %s", e.Msg)
 	}
-	r.Cgroup2 = m[1]
-	err = anyOrder("vm-ready", names, 8*time.Minute, func(name, rest string) {
-		v := r.VM(name)
-		if b := bootIDRe.FindStringSubmatch(rest); b != nil {
-			v.BootID = b[1]
+	return ev, nil
+}
+
+// until reads events until done accepts one, for at most d; what names
+// the awaited line in the error.
+func (c *updateChecker) until(what string, d time.Duration, done func(UpdateEvent) bool) (UpdateEvent, error) {
+	end := time.Now().Add(d)
+	for {
+		ev, err := c.next(time.Until(end))
+		if err != nil {
+			return nil, fmt.Errorf("waiting for %s: %w", what, err)
 		}
-		f := Fields(rest)
-		v.ReadySeen = atoi64(f["l1-date"])
-		if d := dateRe.FindStringSubmatch(rest); d != nil {
-			v.ReadyDate = atoi64(d[1])
+		if done(ev) {
+			return ev, nil
 		}
-		if v.BootID == "" {
-			bad("VM %s: no boot_id in %q", name, rest)
-		}
+	}
+}
+
+// await reads events until one of type T, for at most d.
+func await[T UpdateEvent](c *updateChecker, what string, d time.Duration) (T, error) {
+	ev, err := c.until(what, d, func(ev UpdateEvent) bool { _, ok := ev.(T); return ok })
+	t, _ := ev.(T)
+	return t, err
+}
+
+// exitOf reads events until the end of command tag and returns its code.
+func (c *updateChecker) exitOf(tag string, d time.Duration) (int, error) {
+	ev, err := c.until("PMVM-LAB "+tag+"-exit=", d, func(ev UpdateEvent) bool {
+		e, ok := ev.(EvExit)
+		return ok && e.Tag == tag
 	})
 	if err != nil {
-		return r, err
+		return 0, err
 	}
-	mark("both guests ready (qemu-ga up, pattern filled)")
-	for range r.VMs {
-		m, err := wait(`^PMVM-LAB cgroup-before vm=(\S+) pid=\S* cgroup=(\S*)`, time.Minute)
+	return ev.(EvExit).Code, nil
+}
+
+// eachVM reads the watchers' lines of tag until every VM of names has
+// one, in any order, and hands each to see.
+func (c *updateChecker) eachVM(tag string, names []string, d time.Duration, see func(EvVM)) error {
+	left := map[string]bool{}
+	for _, n := range names {
+		left[n] = true
+	}
+	for len(left) > 0 {
+		ev, err := c.until("PMVM-LAB "+tag+" vm=...", d, func(ev UpdateEvent) bool {
+			v, ok := ev.(EvVM)
+			return ok && v.Tag == tag
+		})
 		if err != nil {
-			return r, err
+			return err
 		}
-		if v := r.VM(m[1]); v != nil {
-			v.CgroupBefore = m[2]
+		v := ev.(EvVM)
+		if v.Failed {
+			return fmt.Errorf("PMVM-LAB %s vm=%s FAILED: %s", v.Tag, v.VM, v.Guest)
+		}
+		if left[v.VM] {
+			delete(left, v.VM)
+			see(v)
 		}
 	}
+	return nil
+}
 
-	// --- the refusal ---
-	problems = &r.RefusalProblems
-	if err = anyOrder("vm-ready", []string{VolatileVM}, 5*time.Minute, func(string, string) {}); err != nil {
-		return r, err
+func (c *updateChecker) mark(step string) {
+	c.r.At[step] = time.Since(c.t0)
+	c.r.Steps = append(c.r.Steps, step)
+}
+
+func (c *updateChecker) l1Facts(phase string) (string, float64, error) {
+	ev, err := c.until("PMVM-LAB l1 phase="+phase, 2*time.Minute, func(ev UpdateEvent) bool {
+		f, ok := ev.(EvL1Facts)
+		return ok && f.Phase == phase
+	})
+	if err != nil {
+		return "", 0, err
 	}
-	mark("VM " + VolatileVM + " (mode none, anonymous RAM) running")
-	if m, err = wait(`^PMVM-LAB refuse-exit=(\d+)`, 2*time.Minute); err != nil {
-		return r, err
+	f := ev.(EvL1Facts)
+	return f.Uname, f.Date - float64(time.Now().UnixNano())/1e9, nil
+}
+
+// daxLines reads one "dax" line per device-dax namespace.
+func (c *updateChecker) daxLines(after bool) error {
+	for range c.r.Dax {
+		ev, err := await[EvDax](c, "PMVM-LAB dax name=...", time.Minute)
+		if err != nil {
+			return err
+		}
+		if d := c.r.dax(ev.Name); d != nil {
+			d.see(ev, after)
+		}
 	}
-	r.RefuseExit = int(atoi64(m[1]))
-	r.RefuseOutput = vm.PrefixedLines("PMVM-LAB refuse: ")
-	mark("pmvm host update refused")
-	out := strings.Join(r.RefuseOutput, "\n")
-	if r.RefuseExit != 1 {
-		bad("pmvm host update with VM %s running exited %d, want 1 (refused); output:\n\t%s", VolatileVM, r.RefuseExit, strings.Join(r.RefuseOutput, "\n\t"))
+	return nil
+}
+
+func carriedNames() []string {
+	names := make([]string, len(UpdateVMs))
+	for i, v := range UpdateVMs {
+		names[i] = v.Name
 	}
-	if !strings.Contains(out, `VM "`+VolatileVM+`"`) || !strings.Contains(out, "cannot be preserved") {
-		bad("the refusal does not name VM %q as one that cannot be preserved; output:\n\t%s", VolatileVM, strings.Join(r.RefuseOutput, "\n\t"))
+	return names
+}
+
+// oldKernel: the lab host's facts, its device-dax, state_dir, cgroups and
+// both guests ready.
+func (c *updateChecker) oldKernel() error {
+	r := c.r
+	var err error
+	if r.UnameBefore, r.L1SkewBefore, err = c.l1Facts("boot"); err != nil {
+		return err
 	}
-	if !strings.Contains(out, "refused before anything was suspended") {
-		bad("the refusal does not say nothing was suspended; output:\n\t%s", strings.Join(r.RefuseOutput, "\n\t"))
+	c.mark("lab host up (" + r.UnameBefore + ")")
+	r.Problems = append(r.Problems, judgeUname("the lab host booted", r.UnameBefore, c.want.From)...)
+	if err := c.daxLines(false); err != nil {
+		return err
 	}
+	fs, err := await[EvStateFS](c, "PMVM-LAB state-fs", time.Minute)
+	if err != nil {
+		return err
+	}
+	r.StateFS = fs.Type
+	r.Problems = append(r.Problems, judgeStateFS(fs.Type)...)
+	cg, err := await[EvCgroup2](c, "PMVM-LAB cgroup2", time.Minute)
+	if err != nil {
+		return err
+	}
+	r.Cgroup2 = cg.Controllers
+	err = c.eachVM("vm-ready", carriedNames(), 8*time.Minute, func(ev EvVM) {
+		v := r.VM(ev.VM)
+		v.BootID, v.ReadySeen, v.ReadyDate = ev.Fields["boot_id"], ev.L1Date, atoi64(ev.Fields["date"])
+		r.Problems = append(r.Problems, judgeReady(v)...)
+	})
+	if err != nil {
+		return err
+	}
+	c.mark("both guests ready (qemu-ga up, pattern filled)")
+	for range r.VMs {
+		ev, err := await[EvCgroupBefore](c, "PMVM-LAB cgroup-before", time.Minute)
+		if err != nil {
+			return err
+		}
+		if v := r.VM(ev.VM); v != nil {
+			v.CgroupBefore = ev.Cgroup
+		}
+	}
+	return nil
+}
+
+// refusal: with the volatile VM running, pmvm host update must refuse
+// and leave everything as it was.
+func (c *updateChecker) refusal() error {
+	r := c.r
+	if err := c.eachVM("vm-ready", []string{VolatileVM}, 5*time.Minute, func(EvVM) {}); err != nil {
+		return err
+	}
+	c.mark("VM " + VolatileVM + " (mode none, anonymous RAM) running")
+	var err error
+	if r.RefuseExit, err = c.exitOf("refuse", 2*time.Minute); err != nil {
+		return err
+	}
+	r.RefuseOutput = c.outputs["refuse"]
+	c.mark("pmvm host update refused")
+	r.RefusalProblems = append(r.RefusalProblems, judgeRefusal(r.RefuseExit, r.RefuseOutput)...)
 	for _, v := range r.VMs {
-		if _, err = wait(`^PMVM-LAB refuse-status-`+v.Name+`-exit=`, time.Minute); err != nil {
-			return r, err
+		tag := "refuse-status-" + v.Name
+		if _, err := c.exitOf(tag, time.Minute); err != nil {
+			return err
 		}
-		v.RefuseStatus = vm.PrefixedLines("PMVM-LAB refuse-status-" + v.Name + ": ")
-		if st := runstate(v.RefuseStatus); !strings.HasPrefix(st, "running") {
-			bad("VM %s after the refused update: pmvm status says %q, want running", v.Name, st)
-		}
+		v.RefuseStatus = c.outputs[tag]
+		r.RefusalProblems = append(r.RefusalProblems, judgeRunning("VM "+v.Name+" after the refused update", v.RefuseStatus)...)
 	}
-	if m, err = wait(`^PMVM-LAB after-refusal state-files=(\d+) kexec-loaded=(\S+)`, time.Minute); err != nil {
-		return r, err
+	after, err := await[EvAfterRefusal](c, "PMVM-LAB after-refusal", time.Minute)
+	if err != nil {
+		return err
 	}
-	r.RefuseState, r.RefuseLoaded = int(atoi64(m[1])), m[2]
-	if r.RefuseState != 0 {
-		bad("the refused update left %d state files in state_dir", r.RefuseState)
+	r.RefuseState, r.RefuseLoaded = after.StateFiles, after.KexecLoaded
+	r.RefusalProblems = append(r.RefusalProblems, judgeAfterRefusal(after)...)
+	stopped, err := c.until("PMVM-LAB stopped vm="+VolatileVM, time.Minute, func(ev UpdateEvent) bool {
+		s, ok := ev.(EvStopped)
+		return ok && s.VM == VolatileVM
+	})
+	if err != nil {
+		return err
 	}
-	if r.RefuseLoaded != "0" {
-		bad("the refused update left a kernel loaded (/sys/kernel/kexec_loaded = %s)", r.RefuseLoaded)
-	}
-	if m, err = wait(`^PMVM-LAB stopped vm=`+VolatileVM+` exit=(\d+)`, time.Minute); err != nil {
-		return r, err
-	}
-	r.VolatileExit = int(atoi64(m[1]))
+	r.VolatileExit = stopped.(EvStopped).Exit
 	if r.VolatileExit != 4 {
-		bad("pmvm of VM %s exited %d after SIGTERM, want 4", VolatileVM, r.VolatileExit)
+		r.RefusalProblems = append(r.RefusalProblems, fmt.Sprintf("pmvm of VM %s exited %d after SIGTERM, want 4", VolatileVM, r.VolatileExit))
 	}
+	return nil
+}
 
-	// --- the update and the kexec ---
-	problems = &r.Problems
-	if _, err = wait(`^PMVM-LAB update-start `, time.Minute); err != nil {
-		return r, err
+// kexec: the update starts and the lab host comes up on the new kernel
+// with the same device-dax namespaces.
+func (c *updateChecker) kexec() error {
+	r := c.r
+	if _, err := await[EvUpdateStart](c, "PMVM-LAB update-start", time.Minute); err != nil {
+		return err
 	}
-	mark("pmvm host update started")
-	if m, err = wait(`^PMVM-LAB init (\S+) phase=restore`, 4*time.Minute); err != nil {
-		return r, fmt.Errorf("the lab host did not come up on the new kernel: %w", err)
+	c.mark("pmvm host update started")
+	ev, err := c.until("PMVM-LAB init <kernel> phase=restore", 4*time.Minute, func(ev UpdateEvent) bool {
+		i, ok := ev.(EvInit)
+		return ok && i.Phase == "restore"
+	})
+	if err != nil {
+		return fmt.Errorf("the lab host did not come up on the new kernel: %w", err)
 	}
-	mark("new kernel's init (" + m[1] + ")")
-	if r.UnameAfter, r.L1SkewAfter, err = l1Facts("restore"); err != nil {
-		return r, err
+	c.mark("new kernel's init (" + ev.(EvInit).Uname + ")")
+	if r.UnameAfter, r.L1SkewAfter, err = c.l1Facts("restore"); err != nil {
+		return err
 	}
-	if want.To != "" && r.UnameAfter != want.To {
-		bad("after the update the lab host runs %s, want %s", r.UnameAfter, want.To)
-	}
+	r.Problems = append(r.Problems, judgeUname("after the update the lab host runs", r.UnameAfter, c.want.To)...)
 	if r.UnameAfter == r.UnameBefore {
-		bad("uname -r is %s before and after the update: no new kernel", r.UnameAfter)
+		r.Problems = append(r.Problems, fmt.Sprintf("uname -r is %s before and after the update: no new kernel", r.UnameAfter))
 	}
-	if err := daxLines(true); err != nil {
-		return r, err
+	if err := c.daxLines(true); err != nil {
+		return err
 	}
 	for _, d := range r.Dax {
-		if !d.SeenBefore || !d.SeenAfter {
-			bad("/dev/%s: seen before the kexec %v, after it %v", d.Name, d.SeenBefore, d.SeenAfter)
-			continue
-		}
-		if d.UUIDBefore == "" || d.UUIDAfter != d.UUIDBefore {
-			bad("/dev/%s: namespace uuid %q before the kexec, %q after", d.Name, d.UUIDBefore, d.UUIDAfter)
-		}
-		if d.SizeAfter != d.SizeBefore {
-			bad("/dev/%s: %d bytes before the kexec, %d after", d.Name, d.SizeBefore, d.SizeAfter)
-		}
+		r.Problems = append(r.Problems, judgeDax(d)...)
 	}
-	if m, err = wait(`^PMVM-LAB restore-exit=(\d+)`, 3*time.Minute); err != nil {
-		return r, err
-	}
-	r.RestoreExit = int(atoi64(m[1]))
-	r.RestoreOutput = vm.PrefixedLines("PMVM-LAB restore: ")
-	mark("pmvm host restore done")
-	if r.RestoreExit != 0 {
-		bad("pmvm host restore exited %d; output:\n\t%s", r.RestoreExit, strings.Join(r.RestoreOutput, "\n\t"))
-	}
-	if _, err = wait(`^PMVM-LAB update-output-end `, time.Minute); err != nil {
-		return r, err
-	}
-	r.UpdateOutput = vm.PrefixedLines("PMVM-LAB update: ")
-	uo := strings.Join(r.UpdateOutput, "\n")
-	for _, want := range []string{"host update timeline", "kexec into " + LabNextKernel} {
-		if !strings.Contains(uo, want) {
-			bad("pmvm host update's output (read back after the kexec) has no %q; output:\n\t%s", want, strings.Join(r.UpdateOutput, "\n\t"))
-		}
-	}
-	for _, v := range r.VMs {
-		if !regexp.MustCompile(`(?m)^\s+` + v.Name + `\s+saved in \S+ -> `).MatchString(uo) {
-			bad("pmvm host update's output does not say VM %s was saved", v.Name)
-		}
-	}
-	inBlackout := false
-	for _, l := range r.RestoreOutput {
-		if strings.HasPrefix(l, "blackout ") {
-			inBlackout = true
-			continue
-		}
-		if !inBlackout {
-			continue
-		}
-		b := blackoutRe.FindStringSubmatch(l)
-		if b == nil {
-			inBlackout = false
-			continue
-		}
-		if v := r.VM(b[1]); v != nil {
-			v.BlackoutText = b[2]
-			v.Blackout, _ = time.ParseDuration(b[2])
-		}
-	}
-	for _, v := range r.VMs {
-		if v.Blackout <= 0 {
-			bad("pmvm host restore's timeline shows no blackout for VM %s; output:\n\t%s", v.Name, strings.Join(r.RestoreOutput, "\n\t"))
-		}
-	}
+	return nil
+}
 
-	// --- the guests after the resume ---
-	cpus := "0"
-	if want.VCPUs > 1 {
-		cpus = fmt.Sprintf("0-%d", want.VCPUs-1)
+// restore: pmvm host restore, and the update's output read back.
+func (c *updateChecker) restore() error {
+	r := c.r
+	var err error
+	if r.RestoreExit, err = c.exitOf("restore", 3*time.Minute); err != nil {
+		return err
 	}
-	err = anyOrder("resumed", names, 3*time.Minute, func(name, rest string) {
-		v := r.VM(name)
-		v.Resumed = Fields(rest)
-		v.L1Date = atoi64(v.Resumed["l1-date"])
-		if d := dateRe.FindStringSubmatch(rest); d != nil {
-			v.GuestDate = atoi64(d[1])
+	r.RestoreOutput = c.outputs["restore"]
+	c.mark("pmvm host restore done")
+	if r.RestoreExit != 0 {
+		r.Problems = append(r.Problems, fmt.Sprintf("pmvm host restore exited %d; output:\n\t%s", r.RestoreExit, strings.Join(r.RestoreOutput, "\n\t")))
+	}
+	if _, err := await[EvUpdateOutputEnd](c, "PMVM-LAB update-output-end", time.Minute); err != nil {
+		return err
+	}
+	r.UpdateOutput = c.outputs["update"]
+	r.Problems = append(r.Problems, judgeUpdateOutput(r.UpdateOutput, carriedNames())...)
+	blackouts := parseBlackouts(r.RestoreOutput)
+	for _, v := range r.VMs {
+		v.BlackoutText = blackouts[v.Name]
+		v.Blackout, _ = time.ParseDuration(v.BlackoutText)
+		if v.Blackout <= 0 {
+			r.Problems = append(r.Problems, fmt.Sprintf("pmvm host restore's timeline shows no blackout for VM %s; output:\n\t%s", v.Name, strings.Join(r.RestoreOutput, "\n\t")))
 		}
+	}
+	return nil
+}
+
+// guestsAfter: both guests report their resume and check their memory;
+// each pmvm runs in its cgroup again and says running.
+func (c *updateChecker) guestsAfter() error {
+	r := c.r
+	err := c.eachVM("resumed", carriedNames(), 3*time.Minute, func(ev EvVM) {
+		v := r.VM(ev.VM)
+		v.Resumed, v.L1Date, v.GuestDate = ev.Fields, ev.L1Date, atoi64(ev.Fields["date"])
 		v.Skew = v.GuestDate - v.L1Date
-		got := ""
-		if b := bootIDRe.FindStringSubmatch(rest); b != nil {
-			got = b[1]
-		}
-		v.BootIDAfter = got
-		if got != v.BootID {
-			bad("VM %s: boot_id %q after the update, %q before: the guest rebooted instead of resuming", name, got, v.BootID)
-		}
-		if v.Resumed["cpus-online"] != cpus {
-			bad("VM %s: cpus-online=%q after the resume, want %q", name, v.Resumed["cpus-online"], cpus)
-		}
-		if v.Resumed["pm-exit"] != "1" {
-			bad("VM %s: %q \"PM: suspend exit\" lines after the resume, want 1 (the update's suspend is the guest's first)", name, v.Resumed["pm-exit"])
-		}
-		if v.Skew > want.MaxSkew || v.Skew < -want.MaxSkew {
-			bad("VM %s: guest wall clock %d vs lab host %d after the resume: off by %d s (max %d)", name, v.GuestDate, v.L1Date, v.Skew, want.MaxSkew)
-		}
+		v.BootIDAfter = ev.Fields["boot_id"]
+		r.Problems = append(r.Problems, judgeResumed(v, c.want)...)
 	})
 	if err != nil {
-		return r, err
+		return err
 	}
-	mark("both guests report their resume")
-	err = anyOrder("verified", names, 5*time.Minute, func(name, rest string) {
-		v := r.VM(name)
-		if _, after, ok := strings.Cut(rest, "pattern-verify "); ok {
+	c.mark("both guests report their resume")
+	err = c.eachVM("verified", carriedNames(), 5*time.Minute, func(ev EvVM) {
+		v := r.VM(ev.VM)
+		if _, after, ok := strings.Cut(ev.Guest, "pattern-verify "); ok {
 			v.Verify, _, _ = strings.Cut(after, " ")
 		}
 		if v.Verify != "ok" {
-			bad("VM %s: guest memory pattern check after the update: %s", name, rest)
+			r.Problems = append(r.Problems, fmt.Sprintf("VM %s: guest memory pattern check after the update: %s", v.Name, ev.Guest))
 		}
 	})
 	if err != nil {
-		return r, err
+		return err
 	}
-	mark("both guests' memory patterns checked")
+	c.mark("both guests' memory patterns checked")
 	for range r.VMs {
-		m, err := wait(`^PMVM-LAB proc pid=(\d+) config=(\S*) cgroup=(\S*)`, time.Minute)
+		p, err := await[EvProc](c, "PMVM-LAB proc pid=...", time.Minute)
 		if err != nil {
-			return r, err
+			return err
 		}
 		for _, v := range r.VMs {
-			if strings.HasSuffix(m[2], "/"+v.Name+".toml") {
-				v.PID, v.Cgroup = int(atoi64(m[1])), m[3]
+			if strings.HasSuffix(p.Config, "/"+v.Name+".toml") {
+				v.PID, v.Cgroup = p.PID, p.Cgroup
 			}
 		}
 	}
 	for _, v := range r.VMs {
-		if v.Cgroup == "" || v.Cgroup == "/" || !strings.Contains(v.Cgroup, v.Name) {
-			bad("VM %s: its restored pmvm runs in cgroup %q, want a cgroup of its own", v.Name, v.Cgroup)
+		r.Problems = append(r.Problems, judgeCgroup(v)...)
+		tag := "after-status-" + v.Name
+		if _, err := c.exitOf(tag, time.Minute); err != nil {
+			return err
 		}
-		if v.Cgroup != v.CgroupBefore {
-			bad("VM %s: its pmvm ran in cgroup %q before the update and runs in %q after it, want the same", v.Name, v.CgroupBefore, v.Cgroup)
+		v.StatusAfter = c.outputs[tag]
+		r.Problems = append(r.Problems, judgeRunning("VM "+v.Name+" after the restore", v.StatusAfter)...)
+	}
+	return nil
+}
+
+// end: state_dir emptied of state files, the hooks' traces, the exit.
+func (c *updateChecker) end() error {
+	r := c.r
+	dir, err := await[EvStateDir](c, "PMVM-LAB state-dir", time.Minute)
+	if err != nil {
+		return err
+	}
+	r.StateDirAfter = dir.Names
+	r.Problems = append(r.Problems, judgeStateDir(dir.Names)...)
+	exit, err := await[EvScenarioExit](c, "PMVM-LAB scenario-exit=", time.Minute)
+	if err != nil {
+		return err
+	}
+	r.Hooks = c.outputs["hooks"]
+	r.Problems = append(r.Problems, judgeHooks(r.Hooks, carriedNames())...)
+	if exit.Code != 0 {
+		r.Problems = append(r.Problems, fmt.Sprintf("the lab host's scenario exited %d", exit.Code))
+	}
+	return nil
+}
+
+func (r *UpdateRun) dax(name string) *UpdateDax {
+	for _, d := range r.Dax {
+		if d.Name == name {
+			return d
 		}
-		if _, err = wait(`^PMVM-LAB after-status-`+v.Name+`-exit=`, time.Minute); err != nil {
-			return r, err
-		}
-		v.StatusAfter = vm.PrefixedLines("PMVM-LAB after-status-" + v.Name + ": ")
-		if st := runstate(v.StatusAfter); !strings.HasPrefix(st, "running") {
-			bad("VM %s after the restore: pmvm status says %q, want running", v.Name, st)
-		}
 	}
-	if m, err = wait(`^PMVM-LAB state-dir (.*)`, time.Minute); err != nil {
-		return r, err
+	return nil
+}
+
+// see records a dax line from before or after the kexec.
+func (d *UpdateDax) see(ev EvDax, after bool) {
+	if after {
+		d.SizeAfter, d.UUIDAfter, d.SeenAfter = ev.Size, ev.UUID, true
+	} else {
+		d.SizeBefore, d.UUIDBefore, d.SeenBefore = ev.Size, ev.UUID, true
 	}
-	r.StateDirAfter = strings.Fields(m[1])
-	for _, f := range r.StateDirAfter {
-		if strings.HasSuffix(f, ".state") {
-			bad("state file %s is still in state_dir after its VM runs again (it must be moved aside)", f)
-		}
-	}
-	if m, err = wait(`^PMVM-LAB scenario-exit=(\d+)`, time.Minute); err != nil {
-		return r, err
-	}
-	r.Hooks = vm.PrefixedLines("PMVM-LAB hooks: ")
-	hooks := strings.Join(r.Hooks, "\n")
-	if !strings.Contains(hooks, "pre-kexec vms="+strings.Join(names, ",")) {
-		bad("the pre-kexec hook left no trace naming %s: %q", strings.Join(names, ","), r.Hooks)
-	}
-	for _, n := range names {
-		if !strings.Contains(hooks, "post-restore vm="+n+" ") {
-			bad("the post-restore hook left no trace for VM %s: %q", n, r.Hooks)
-		}
-	}
-	if m[1] != "0" {
-		bad("the lab host's scenario exited %s", m[1])
-	}
-	return r, nil
 }
 
 // Summary is the story of an update run for a newcomer: what ran, what

@@ -29,13 +29,12 @@ const (
 )
 
 // DeviceDax's region: 2 GiB of emulated pmem at 4 GiB (RAM above 4 GiB
-// starts there on q35 with more than 2 GiB; LAB.md).
+// starts there on q35 with more than 2 GiB; README.md, "How the lab works").
 const daxMemmap = "memmap=2G!4G"
 
-// guestInit is LinuxGuest's /init: the agent on ttyS1, then idle.
-const guestInit = lab.InitPrelude + lab.GuestAgentStart + `echo "PMVM-GUEST ready"
-while :; do sleep 3600; done
-`
+// guestInit is LinuxGuest's /init: the agent on ttyS1, then idle
+// (scripts/guest-idle.sh).
+var guestInit = lab.InitPrelude + lab.GuestAgentStart + script("guest-idle.sh")
 
 // scratchModules give the lab host its ext4 scratch disk (virtio-blk).
 var scratchModules = []string{"virtio_pci", "virtio_blk", "crc32c_generic", "ext4"}
@@ -240,45 +239,29 @@ func bootAndRun(l *lab.Lab, h *lab.HostImage, pkg, scratch, nonce string, timeou
 	return res, trouble
 }
 
-// scenario is the lab host's /lab/scenario.sh: the facilities the needs
-// name (cgroup v2, /dev/shm, an ext4 TMPDIR; KVM and huge pages come from
-// the modules and the command line), then the test binary in its
-// package's directory.
+// scenario is the lab host's /lab/scenario.sh (scripts/run-tests.sh):
+// the facilities the needs name, then the test binary bin with args in
+// its package's directory, its exit status and the kernel's warnings
+// marked with nonce.
 func scenario(pkg, bin, nonce string, args []string, guest, dax bool) string {
-	quoted := make([]string, len(args))
-	for i, a := range args {
-		quoted[i] = shellQuote(a)
+	vars := map[string]string{
+		"TEST_BIN":     bin,
+		"PKG_DIR":      path.Join(labSrc, pkg),
+		"NONCE":        nonce,
+		"SCRATCH":      labScratch,
+		"LAB_KERNEL":   labKernel,
+		"LAB_PMVM":     labPmvm,
+		"GUEST_KERNEL": "",
+		"GUEST_INITRD": "",
+		"DAX_DEV":      "",
 	}
-	var extra strings.Builder
 	if guest {
-		fmt.Fprintf(&extra, "export %s=%s %s=%s\n", GuestKernelEnv, lab.LabGuestKernel, GuestInitrdEnv, lab.LabGuestInitrd)
+		vars["GUEST_KERNEL"], vars["GUEST_INITRD"] = lab.LabGuestKernel, lab.LabGuestInitrd
 	}
 	if dax {
-		// lib.sh's dax_setup makes /dev/dax0.0 from the memmap= region.
-		fmt.Fprintf(&extra, ". %s\ndax_setup\nexport %s=%s\n", lab.LabLib, DaxEnv, labDax)
+		vars["DAX_DEV"] = labDax
 	}
-	return fmt.Sprintf(`fail() { echo "PMVM-LAB ERROR: $*"; exit 1; }
-`+extra.String()+`
-mkdir -p /dev/shm %[1]s /root
-mount -t tmpfs -o mode=1777,size=90%% tmpfs /dev/shm || fail "mount tmpfs /dev/shm"
-mount -t cgroup2 cgroup2 /sys/fs/cgroup || fail "mount cgroup2 /sys/fs/cgroup"
-i=0; while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
-mount -t ext4 /dev/vda %[1]s || fail "mount the ext4 scratch disk /dev/vda on %[1]s"
-mkdir -p %[1]s/tmp %[1]s/var-tmp /var && chmod 1777 %[1]s/tmp %[1]s/var-tmp
-ln -sfn %[1]s/var-tmp /var/tmp
-cd %[2]s || fail "no %[2]s in the lab host image"
-export TMPDIR=%[1]s/tmp HOME=/root %[3]s=1 %[7]s=%[8]s %[9]s=%[10]s
-dmesg -c > /dev/null # what the kernel says from here on is the tests' business
-echo "PMVM-LABRUN begin %[4]s (Linux $(uname -r), $(nproc) CPUs, 1GiB pages: $(cat /sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages 2>/dev/null || echo none), cgroup2: $(cat /sys/fs/cgroup/cgroup.controllers))"
-%[5]s %[6]s
-echo "PMVM-LABRUN exit %[4]s $?"
-dmesg | awk '/WARNING: CPU: |BUG: |Oops: |general protection fault/ {n = 30} n > 0 {print "PMVM-LABRUN dmesg: " $0; n--}'
-echo "PMVM-LABRUN dmesg-end %[4]s"
-`, labScratch, path.Join(labSrc, pkg), InsideEnv, nonce, bin, strings.Join(quoted, " "), KernelEnv, labKernel, PMVMEnv, labPmvm)
-}
-
-func shellQuote(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+	return lab.ShellVars(vars) + lab.ShellArgs(args) + script("run-tests.sh")
 }
 
 // forwardArgs keeps the test flags that mean the same inside the lab host

@@ -2,8 +2,11 @@ package labrun
 
 import (
 	"bytes"
+	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -44,22 +47,64 @@ func TestDeadlines(t *testing.T) {
 	assert.Greater(t, outer, inner)
 }
 
-// TestScenarioRunsTheBinaryInItsPackage proves the lab host's script
-// quotes every flag, runs the binary in its package's directory with the
-// needs' facilities set up, and reports its exit status and kernel
-// warnings with the run's nonce.
+// TestScenarioRunsTheBinaryInItsPackage proves the lab host's script gets
+// the binary, its package's directory, the nonce and the needs'
+// facilities as quoted parameters, every flag as one argument, and then
+// runs scripts/run-tests.sh.
 func TestScenarioRunsTheBinaryInItsPackage(t *testing.T) {
 	s := scenario("vmm/kvm", "/lab/bin/kvm.test", "n0nce", []string{"-test.run=^Test(A|B)$", "-test.v", "it's"}, true, true)
-	assert.Contains(t, s, "cd /src/vmm/kvm ||")
-	assert.Contains(t, s, `/lab/bin/kvm.test '-test.run=^Test(A|B)$' '-test.v' 'it'\''s'`)
-	assert.Contains(t, s, `echo "PMVM-LABRUN exit n0nce $?"`)
-	assert.Contains(t, s, "PMVM-LABRUN dmesg-end n0nce")
+	assert.Contains(t, s, "TEST_BIN='/lab/bin/kvm.test'\n")
+	assert.Contains(t, s, "PKG_DIR='/src/vmm/kvm'\n")
+	assert.Contains(t, s, "NONCE='n0nce'\n")
+	assert.Contains(t, s, "SCRATCH='/scratch'\n")
+	assert.Contains(t, s, "DAX_DEV='/dev/dax0.0'\n")
+	assert.Contains(t, s, "GUEST_KERNEL='/lab/guest/vmlinuz'\n")
+	assert.Contains(t, s, "GUEST_INITRD='/lab/guest/initrd.cpio'\n")
+	assert.Contains(t, s, `set -- '-test.run=^Test(A|B)$' '-test.v' 'it'\''s'`+"\n")
+	assert.True(t, strings.HasSuffix(s, script("run-tests.sh")), "the parameters, then the script")
+
+	plain := scenario("pmem", "/lab/bin/pmem.test", "x", nil, false, false)
+	assert.Contains(t, plain, "DAX_DEV=''\n", "no device-dax: dax_setup is not run")
+	assert.Contains(t, plain, "GUEST_KERNEL=''\n")
+	assert.Contains(t, plain, "set --\n", "no flags: none of the parent shell's")
+}
+
+// TestRunTestsExportsTheEnvironment proves scripts/run-tests.sh exports
+// the variables under the names the tests read (this package's
+// constants), runs the binary with its flags and marks its exit status
+// and kernel warnings with the nonce, as bootAndRun expects.
+func TestRunTestsExportsTheEnvironment(t *testing.T) {
+	s := script("run-tests.sh")
+	for _, want := range []string{
+		InsideEnv + "=1", KernelEnv + `="$LAB_KERNEL"`, PMVMEnv + `="$LAB_PMVM"`,
+		GuestKernelEnv + `="$GUEST_KERNEL"`, GuestInitrdEnv + `="$GUEST_INITRD"`, DaxEnv + `="$DAX_DEV"`,
+		`TMPDIR="$SCRATCH/tmp"`,
+	} {
+		assert.Regexp(t, `(?m)^\s*export .*`+regexp.QuoteMeta(want), s)
+	}
+	assert.Contains(t, s, `cd "$PKG_DIR" ||`)
+	assert.Contains(t, s, "\n"+`"$TEST_BIN" "$@"`+"\n")
+	assert.Contains(t, s, `echo "PMVM-LABRUN begin $NONCE (`)
+	assert.Contains(t, s, `echo "PMVM-LABRUN exit $NONCE $?"`)
+	assert.Contains(t, s, "PMVM-LABRUN dmesg: ")
+	assert.Contains(t, s, `echo "PMVM-LABRUN dmesg-end $NONCE"`)
 	assert.Contains(t, s, "mount -t cgroup2")
-	assert.Contains(t, s, "mount -t ext4 /dev/vda /scratch")
-	assert.Contains(t, s, "dax_setup\nexport PMVM_TEST_DAX=/dev/dax0.0")
-	assert.Contains(t, s, "export PMVM_TEST_GUEST_KERNEL=/lab/guest/vmlinuz PMVM_TEST_GUEST_INITRD=/lab/guest/initrd.cpio")
-	assert.Contains(t, s, InsideEnv+"=1")
-	assert.NotContains(t, scenario("pmem", "/lab/bin/pmem.test", "x", nil, false, false), "dax_setup")
+	assert.Contains(t, s, `mount -t ext4 /dev/vda "$SCRATCH"`)
+	assert.Contains(t, s, "dax_setup")
+}
+
+// TestScriptsEmbedded proves every script this package uses is embedded
+// and says which shell it is written for (make test-shellcheck checks it
+// as what busybox runs).
+func TestScriptsEmbedded(t *testing.T) {
+	names, err := fs.Glob(scriptFS, "scripts/*.sh")
+	require.NoError(t, err)
+	assert.ElementsMatch(t, []string{"scripts/guest-idle.sh", "scripts/run-tests.sh"}, names)
+	for _, n := range names {
+		assert.True(t, strings.HasPrefix(script(path.Base(n)), "# shellcheck shell=sh\n"), n)
+	}
+	assert.True(t, strings.HasSuffix(guestInit, script("guest-idle.sh")))
+	assert.Panics(t, func() { script("no-such.sh") })
 }
 
 // TestHostShape proves 1 GiB pages and the large device-dax region are

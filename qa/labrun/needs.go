@@ -34,7 +34,8 @@ const (
 	// LinuxGuest: a stock Linux guest (Debian's kernel, an initrd whose
 	// /init starts qemu-ga on ttyS1 and prints "PMVM-GUEST ready"), named
 	// by $PMVM_TEST_GUEST_KERNEL and $PMVM_TEST_GUEST_INITRD. A build
-	// machine's own KVM may not boot one (LAB.md); a lab host's does.
+	// machine's own KVM may not boot one (README.md, "How the lab
+	// works"); a lab host's does.
 	LinuxGuest Need = "linux-guest"
 )
 

@@ -16,6 +16,7 @@
 package cycle
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -202,7 +203,9 @@ func waitAgent(sock string, timeout time.Duration) error {
 			time.Sleep(20 * time.Millisecond)
 			continue
 		}
-		err = a.Sync(250 * time.Millisecond)
+		ctx, cancel := context.WithTimeout(context.Background(), 250*time.Millisecond)
+		err = a.Sync(ctx)
+		cancel()
 		a.Close()
 		if err == nil {
 			return nil

@@ -2,6 +2,7 @@ package lab
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pmvm/pmvm/guestpm"
 	"github.com/stretchr/testify/require"
 )
 
@@ -54,6 +56,8 @@ func fakeAgent(t *testing.T) string {
 				fmt.Fprintf(c, "{\"return\": 1}\nnoise\xff{\"return\": %d}\n", a.ID)
 			case "guest-ping":
 				fmt.Fprint(c, "{\"return\": {}}\n")
+			case "guest-info":
+				fmt.Fprint(c, "{\"return\": {\"version\": \"7.2.19\", \"supported_commands\": [{\"name\": \"guest-suspend-ram\", \"enabled\": true, \"success-response\": false}]}}\n")
 			case "guest-suspend-ram":
 				// no reply on success
 			default:
@@ -64,26 +68,31 @@ func fakeAgent(t *testing.T) string {
 	return sock
 }
 
-func TestAgentClient(t *testing.T) {
+// TestDialAgent: the lab's agent connection is guestpm's client, and it
+// copes with qga's ways on a serial line.
+func TestDialAgent(t *testing.T) {
 	a, err := DialAgent(fakeAgent(t), time.Second)
 	require.NoError(t, err)
 	defer a.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
 	t0 := time.Now()
-	require.NoError(t, a.Sync(10*time.Second))
-	require.GreaterOrEqual(t, time.Since(t0), 2*time.Second, "the first sync was ignored: the client must have retried")
-	ret, err := a.Call("guest-ping", nil, time.Second)
+	require.NoError(t, a.Sync(ctx))
+	require.GreaterOrEqual(t, time.Since(t0), guestpm.DefaultSyncRetry, "the first sync was ignored: the client must have sent another")
+	require.NoError(t, a.Ping(ctx))
+	info, err := a.Info(ctx)
 	require.NoError(t, err)
-	require.JSONEq(t, `{}`, string(ret))
-	_, err = a.Call("guest-bogus", nil, time.Second)
-	var ae *AgentError
+	require.Equal(t, "7.2.19", info.Version)
+	require.True(t, info.Supports("guest-suspend-ram"))
+	_, err = a.GetTime(ctx)
+	var ae *guestpm.Error
 	require.ErrorAs(t, err, &ae)
 	require.Equal(t, "CommandNotFound", ae.Class)
-	require.NoError(t, a.Send("guest-suspend-ram", nil))
-	_, err = a.Call("guest-ping", nil, time.Second) // still in step after a reply-less command
-	require.NoError(t, err)
+	require.NoError(t, a.SuspendRAM(ctx))
+	require.NoError(t, a.Ping(ctx), "still in step after a reply-less command")
 }
 
-func TestAgentDialTimeout(t *testing.T) {
+func TestDialAgentTimeout(t *testing.T) {
 	_, err := DialAgent(filepath.Join(t.TempDir(), "none.sock"), 300*time.Millisecond)
 	require.ErrorContains(t, err, "none.sock")
 }

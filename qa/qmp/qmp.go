@@ -1,4 +1,7 @@
-package bench
+// Package qmp is the tests' one client of QEMU's monitor (the QEMU
+// Machine Protocol): qa/bench drives the QEMU it compares pmvm with through
+// it, and the lab's plain-QEMU runs wake and query their guests with it.
+package qmp
 
 import (
 	"bufio"
@@ -12,10 +15,10 @@ import (
 	"time"
 )
 
-// QMP is a small client of the QEMU Machine Protocol on a unix socket:
+// Client is a small client of the QEMU Machine Protocol on a unix socket:
 // commands one at a time, descriptors passed with SCM_RIGHTS (getfd), and
 // events kept in order for WaitEvent.
-type QMP struct {
+type Client struct {
 	conn *net.UnixConn
 
 	cmdMu   sync.Mutex // one command in flight
@@ -33,18 +36,18 @@ type Event struct {
 	At   time.Time       `json:"-"` // when the client read it
 }
 
-// QMPError is an error reply.
-type QMPError struct {
+// Error is an error reply.
+type Error struct {
 	Class string `json:"class"`
 	Desc  string `json:"desc"`
 }
 
-func (e *QMPError) Error() string { return e.Class + ": " + e.Desc }
+func (e *Error) Error() string { return e.Class + ": " + e.Desc }
 
 type qmpMessage struct {
 	Greeting json.RawMessage `json:"QMP"`
 	Return   json.RawMessage `json:"return"`
-	Error    *QMPError       `json:"error"`
+	Error    *Error          `json:"error"`
 	Event    string          `json:"event"`
 	Data     json.RawMessage `json:"data"`
 }
@@ -52,11 +55,11 @@ type qmpMessage struct {
 // eventBacklog is how many unread events are kept; more are dropped.
 const eventBacklog = 4096
 
-// NewQMP reads QEMU's greeting on conn and negotiates capabilities
+// New reads QEMU's greeting on conn and negotiates capabilities
 // (qmp_capabilities), which QEMU answers once its main loop runs. It owns
 // conn from then on.
-func NewQMP(conn *net.UnixConn, timeout time.Duration) (*QMP, error) {
-	q := &QMP{conn: conn, replies: make(chan qmpMessage, 1), events: make(chan Event, eventBacklog), done: make(chan struct{})}
+func New(conn *net.UnixConn, timeout time.Duration) (*Client, error) {
+	q := &Client{conn: conn, replies: make(chan qmpMessage, 1), events: make(chan Event, eventBacklog), done: make(chan struct{})}
 	r := bufio.NewReaderSize(conn, 64<<10)
 	conn.SetReadDeadline(time.Now().Add(timeout))
 	line, err := r.ReadBytes('\n')
@@ -78,7 +81,7 @@ func NewQMP(conn *net.UnixConn, timeout time.Duration) (*QMP, error) {
 	return q, nil
 }
 
-func (q *QMP) read(r *bufio.Reader) {
+func (q *Client) read(r *bufio.Reader) {
 	defer close(q.done)
 	for {
 		line, err := r.ReadBytes('\n')
@@ -103,20 +106,20 @@ func (q *QMP) read(r *bufio.Reader) {
 }
 
 // Close closes the connection.
-func (q *QMP) Close() error { return q.conn.Close() }
+func (q *Client) Close() error { return q.conn.Close() }
 
 // Execute runs cmd with args (nil for none) and returns its "return" value.
-func (q *QMP) Execute(cmd string, args any, timeout time.Duration) (json.RawMessage, error) {
+func (q *Client) Execute(cmd string, args any, timeout time.Duration) (json.RawMessage, error) {
 	return q.execute(cmd, args, -1, timeout)
 }
 
 // ExecuteFD runs cmd with the descriptor fd attached (SCM_RIGHTS), as
 // getfd and add-fd want.
-func (q *QMP) ExecuteFD(cmd string, args any, fd int, timeout time.Duration) (json.RawMessage, error) {
+func (q *Client) ExecuteFD(cmd string, args any, fd int, timeout time.Duration) (json.RawMessage, error) {
 	return q.execute(cmd, args, fd, timeout)
 }
 
-func (q *QMP) execute(cmd string, args any, fd int, timeout time.Duration) (json.RawMessage, error) {
+func (q *Client) execute(cmd string, args any, fd int, timeout time.Duration) (json.RawMessage, error) {
 	req := map[string]any{"execute": cmd}
 	if args != nil {
 		req["arguments"] = args
@@ -156,7 +159,7 @@ func (q *QMP) execute(cmd string, args any, fd int, timeout time.Duration) (json
 // WaitEvent reads events until one named name for which match (nil: any)
 // is true, discarding the others; an event named in fail ends the wait
 // with an error.
-func (q *QMP) WaitEvent(name string, match func(data json.RawMessage) bool, timeout time.Duration) (Event, error) {
+func (q *Client) WaitEvent(name string, match func(data json.RawMessage) bool, timeout time.Duration) (Event, error) {
 	deadline := time.After(timeout)
 	for {
 		select {
@@ -174,7 +177,7 @@ func (q *QMP) WaitEvent(name string, match func(data json.RawMessage) bool, time
 
 // WaitMigration waits for the MIGRATION event that ends a migration and
 // returns an error unless it completed.
-func (q *QMP) WaitMigration(timeout time.Duration) (Event, error) {
+func (q *Client) WaitMigration(timeout time.Duration) (Event, error) {
 	var status string
 	ev, err := q.WaitEvent("MIGRATION", func(d json.RawMessage) bool {
 		var s struct {
@@ -195,7 +198,7 @@ func (q *QMP) WaitMigration(timeout time.Duration) (Event, error) {
 	return ev, nil
 }
 
-func (q *QMP) migrationError() string {
+func (q *Client) migrationError() string {
 	ret, err := q.Execute("query-migrate", nil, 5*time.Second)
 	if err != nil {
 		return ""
@@ -210,7 +213,7 @@ func (q *QMP) migrationError() string {
 }
 
 // Status is QEMU's runstate (query-status).
-func (q *QMP) Status() (string, error) {
+func (q *Client) Status() (string, error) {
 	ret, err := q.Execute("query-status", nil, 5*time.Second)
 	if err != nil {
 		return "", err
@@ -225,10 +228,46 @@ func (q *QMP) Status() (string, error) {
 }
 
 // SendFile hands f to QEMU under name (getfd), for an fd: migration URI.
-func (q *QMP) SendFile(name string, f *os.File) error {
+func (q *Client) SendFile(name string, f *os.File) error {
 	if f == nil {
 		return errors.New("SendFile: nil file")
 	}
 	_, err := q.ExecuteFD("getfd", map[string]any{"fdname": name}, int(f.Fd()), 5*time.Second)
 	return err
+}
+
+// Dial connects to the QMP socket of a QEMU started with
+// "-qmp unix:PATH,server=on,wait=off", retrying until the socket exists
+// or timeout passes (QEMU creates it while it starts), then reads the
+// greeting and negotiates capabilities as New does.
+func Dial(path string, timeout time.Duration) (*Client, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: path, Net: "unix"})
+		if err == nil {
+			return New(c, 10*time.Second)
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("QMP socket %s: %w (is QEMU running with -qmp unix:%s,server=on?)", path, err, path)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// WaitStatus polls Status until it is want or timeout passes.
+func (q *Client) WaitStatus(want string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		st, err := q.Status()
+		if err != nil {
+			return err
+		}
+		if st == want {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("QEMU run state still %q after %v, want %q", st, timeout, want)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }

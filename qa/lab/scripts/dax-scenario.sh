@@ -1,0 +1,13 @@
+# shellcheck shell=sh
+# TestLabDax's lab host script (DaxScenario in qa/lab/scenario.go).
+# shellcheck source=SCRIPTDIR/lib.sh
+. /lab/lib.sh
+dax_setup
+dax_config /lab/guest.toml
+run_cmd check-dax pmvm check /lab/guest.toml
+run_cmd check-anon pmvm check /lab/anon-reboot.toml
+pmvm_start /lab/guest.toml
+wait_for 'PMVM-GUEST pattern-gpa=0x[0-9a-f]+ marker=[0-9a-f]+' 240 || fail "the guest never printed its pattern's address"
+gpa=$(echo "$GOT" | sed -n 's/.*pattern-gpa=\(0x[0-9a-f]*\).*/\1/p')
+pmvm_wait 120 || fail "pmvm did not exit after the guest powered off"
+daxpeek /dev/dax0.0 "$gpa" 32 || fail "daxpeek /dev/dax0.0 $gpa 32 failed"
