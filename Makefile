@@ -86,12 +86,17 @@ bench: deps
 	@echo
 	$(GO) run ./qa/bench/report bin/bench.txt
 
+# fuzz runs every fuzz target of the repo (found by name, so a new one is
+# never left out) for FUZZTIME each.
+FUZZTIME ?= 30s
 fuzz:
-	$(GO) test ./vmm/devices/uart -run '^$$' -fuzz FuzzUARTRegisters -fuzztime 30s
-	$(GO) test ./vmm/devices/acpipm -run '^$$' -fuzz FuzzPM1Registers -fuzztime 30s
-	$(GO) test ./configs -run '^$$' -fuzz FuzzDecode -fuzztime 30s -fuzzminimizetime 100x
-	$(GO) test ./state -run '^$$' -fuzz FuzzDecode -fuzztime 30s -fuzzminimizetime 100x
-	$(GO) test ./guestpm -run '^$$' -fuzz FuzzReplyParser -fuzztime 30s -fuzzminimizetime 100x
+	@set -e; for f in $$(grep -rl --include='*_test.go' '^func Fuzz' . | sort); do \
+		dir=./$$(dirname $${f#./}); \
+		for t in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$f); do \
+			echo "fuzz: $$dir $$t"; \
+			$(GO) test $$dir -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 100x; \
+		done; \
+	done
 
 clean:
 	rm -rf bin
