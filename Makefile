@@ -21,7 +21,8 @@ deps:
 build:
 	CGO_ENABLED=0 $(GO) build -o bin/pmvm ./cmd/pmvm
 
-# test: gofmt, vet, shellcheck of the lab's scripts, unit tests, tiny guests on a KVM host, ACPI tables
+# test: gofmt, vet, shellcheck of the lab's scripts, unit tests, a short run
+# of every fuzz target, tiny guests on a KVM host, ACPI tables
 # through iasl, then the lab (a nested KVM host under QEMU TCG booting a
 # real guest), and a summary at the end: where the packages that need a
 # KVM host ran (this machine's /dev/kvm, or a lab host when it has none;
