@@ -64,6 +64,9 @@ type Machine struct {
 	changed  chan struct{} // closed and replaced on every runstate change
 	parked   int           // vCPU threads parked (out of KVM_RUN) for S3
 	wakeGen  uint64        // bumped by each wake; parked threads wait for it
+	// wakeOnS3, when set, is why a suspend pmvm asked for was given up on:
+	// an S3 entry then wakes the guest at once (WakeOnSuspend). Guarded by mu.
+	wakeOnS3 string
 	outcome  Outcome
 	stopErr  error
 	started  time.Time
