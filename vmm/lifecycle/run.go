@@ -18,6 +18,7 @@ import (
 	"github.com/pmvm/pmvm/state"
 	"github.com/pmvm/pmvm/vmm"
 	"github.com/pmvm/pmvm/vmm/cgroup"
+	"github.com/pmvm/pmvm/vmm/seccomp"
 )
 
 // HostConfig is the host config a run takes its cgroup and state_dir from.
@@ -38,6 +39,10 @@ type RunOptions struct {
 	Incoming string
 	Started  time.Time // when this process began: a resume's first step
 	Version  string    // pmvm's version, written into state files
+	// Seccomp confines this process to the system calls a running VM
+	// needs (vmm/seccomp) once the VM is built, before the guest runs. It
+	// binds the whole process for good: only a process that is pmvm run.
+	Seccomp bool
 }
 
 // setTimeBudget bounds how long pmvm keeps trying to set the guest clock
@@ -121,6 +126,13 @@ func Run(cfg *configs.VM, opts RunOptions) (vmm.Outcome, error) {
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer cancel()
 	log.Info().Int("vcpus", cfg.VCPUs).Str("memory", memspec.FormatSize(cfg.TotalMemory())).Bool("resume", resume != nil).Msg("starting guest")
+	if opts.Seccomp {
+		took, err := seccomp.Install()
+		if err != nil {
+			return vmm.OutcomeError, err
+		}
+		log.Info().Dur("took", took).Int("allowed_calls", len(seccomp.Allowed)).Msg("confined to the system calls a running VM needs (seccomp)")
+	}
 	if err := v.Start(ctx); err != nil {
 		return vmm.OutcomeError, err
 	}
