@@ -14,6 +14,7 @@ import (
 
 	"github.com/pmvm/pmvm/configs"
 	"github.com/pmvm/pmvm/pmem"
+	"github.com/pmvm/pmvm/state"
 	"github.com/pmvm/pmvm/vmm/acpi"
 	"github.com/pmvm/pmvm/vmm/devices"
 	"github.com/pmvm/pmvm/vmm/devices/acpipm"
@@ -71,6 +72,10 @@ type Machine struct {
 	stopErr  error
 	started  time.Time
 	stopping chan struct{} // closed by stop
+
+	// writeStateFile writes a state file durably (state.WriteFile; tests
+	// wrap it to act while a save is in progress).
+	writeStateFile func(path string, f *state.File) error
 }
 
 // RunState is where the machine is in its life.
@@ -250,7 +255,7 @@ func MemorySpecs(cfg *configs.VM) []pmem.Spec {
 
 func newMachine(cfg *configs.VM, log zerolog.Logger) *Machine {
 	m := &Machine{cfg: cfg, log: log, runstate: StateCreated, since: time.Now(),
-		changed: make(chan struct{}), stopping: make(chan struct{})}
+		changed: make(chan struct{}), stopping: make(chan struct{}), writeStateFile: state.WriteFile}
 	m.cond = sync.NewCond(&m.mu)
 	return m
 }

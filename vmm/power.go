@@ -210,6 +210,10 @@ func (m *Machine) Wake(why string) error {
 		return err
 	}
 	m.mu.Lock()
+	if m.isStopping() { // stopped while waking: stay stopping
+		m.mu.Unlock()
+		return fmt.Errorf("cannot wake: the machine was stopped while waking")
+	}
 	m.wakeGen++
 	m.setStateLocked(StateRunning)
 	m.mu.Unlock()

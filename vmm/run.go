@@ -64,10 +64,12 @@ func (m *Machine) Stop() { m.stop(OutcomeStopped, nil, "stop requested") }
 
 // stop records why the machine stops (the first reason wins) and gets every
 // vCPU out of the guest. The flag is set before the kick: a vCPU always
-// checks it after KVM_RUN returns.
+// checks it after KVM_RUN returns. The closed stopping channel, not the
+// runstate, says a stop was already asked for: a save or a wake in
+// progress must not open the way to a second close.
 func (m *Machine) stop(o Outcome, err error, why string) {
 	m.mu.Lock()
-	if m.runstate == StateStopping || m.runstate == StateStopped {
+	if m.isStopping() {
 		m.mu.Unlock()
 		return
 	}

@@ -117,12 +117,24 @@ func (m *Machine) SaveState(path, version string) error {
 
 	err := m.writeState(path, version)
 	m.mu.Lock()
-	if err != nil {
+	stopped := m.isStopping()
+	switch {
+	case stopped:
+		// Stopped (pmvm stop, SIGTERM) while the file was being written:
+		// the machine stays stopping, whatever became of the file.
+	case err != nil:
 		m.setStateLocked(StateSuspended)
-	} else {
+	default:
 		m.setStateLocked(StateSaved)
 	}
 	m.mu.Unlock()
+	if stopped {
+		if err != nil {
+			m.log.Warn().Err(err).Str("state", path).Msg("pmvm was stopped during the save and the state file was not written: the guest is lost once pmvm exits")
+		} else {
+			m.log.Warn().Str("state", path).Msg("pmvm was stopped during the save; the state file was written in full and resumes the guest")
+		}
+	}
 	return err
 }
 
@@ -135,7 +147,7 @@ func (m *Machine) writeState(path, version string) error {
 	if err != nil {
 		return fmt.Errorf("build state: %w", err)
 	}
-	if err := state.WriteFile(path, f); err != nil {
+	if err := m.writeStateFile(path, f); err != nil {
 		return fmt.Errorf("write state file: %w", err)
 	}
 	return nil
