@@ -40,6 +40,12 @@ type Machine struct {
 	cfg *configs.VM
 	log zerolog.Logger
 
+	// hw guards vm and vcpus against Close: it is held for reading by
+	// whoever uses them from outside New and Close (interrupt lines raised
+	// by device models and their host goroutines, kicks), and for writing
+	// by Close, which leaves them nil. The vCPU threads hold it only
+	// through those; Close runs after Run has returned.
+	hw      sync.RWMutex
 	sys     *kvm.System
 	vm      *kvm.VM
 	vcpus   []*kvm.VCPU
@@ -266,9 +272,25 @@ type irqLine struct {
 	gsi uint32
 }
 
+// SetLevel drives the line; once the machine is closed it does nothing (a
+// host goroutine, such as the agent socket's, may still be feeding a device).
 func (l irqLine) SetLevel(high bool) {
+	l.m.hw.RLock()
+	defer l.m.hw.RUnlock()
+	if l.m.vm == nil {
+		return
+	}
 	if err := l.m.vm.SetIRQLine(l.gsi, high); err != nil {
 		l.m.log.Error().Err(err).Uint32("gsi", l.gsi).Msg("interrupt lost")
+	}
+}
+
+// kickAll gets every vCPU out of KVM_RUN (none once the machine is closed).
+func (m *Machine) kickAll() {
+	m.hw.RLock()
+	defer m.hw.RUnlock()
+	for _, c := range m.vcpus {
+		c.Kick()
 	}
 }
 
@@ -380,7 +402,8 @@ func (m *Machine) Boot() error {
 }
 
 // Close releases every resource the machine holds. The guest memory
-// backings are unmapped, never modified.
+// backings are unmapped, never modified. Host goroutines still feeding a
+// device (the agent socket's client) reach neither the VM nor its vCPUs.
 func (m *Machine) Close() error {
 	for _, d := range m.devs {
 		if d.close != nil {
@@ -388,6 +411,8 @@ func (m *Machine) Close() error {
 		}
 	}
 	m.devs = nil
+	m.hw.Lock()
+	defer m.hw.Unlock()
 	for _, c := range m.vcpus {
 		c.Close()
 	}

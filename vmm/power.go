@@ -110,9 +110,7 @@ func (m *Machine) enterS3() {
 	m.wakeOnS3 = ""
 	m.mu.Unlock()
 	m.log.Info().Msg("guest entered S3 (suspend to RAM)")
-	for _, c := range m.vcpus {
-		c.Kick()
-	}
+	m.kickAll()
 	if abandoned != "" {
 		go m.wakeLate(abandoned)
 	}

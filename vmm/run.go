@@ -83,9 +83,7 @@ func (m *Machine) stop(o Outcome, err error, why string) {
 		ev = m.log.Error().Err(err)
 	}
 	ev.Str("outcome", o.String()).Msg(why)
-	for _, c := range m.vcpus {
-		c.Kick()
-	}
+	m.kickAll()
 }
 
 func (m *Machine) isStopping() bool {
