@@ -52,6 +52,11 @@ const controlReadTimeout = 30 * time.Second
 // maxControlLine bounds a request line: the socket is an input like any other.
 const maxControlLine = 64 << 10
 
+// maxControlConns bounds the control connections served at once, and so
+// the descriptors clients can make pmvm hold; idle ones are dropped after
+// controlReadTimeout.
+const maxControlConns = 16
+
 // maxCommandTimeout caps the timeout a client may ask for.
 const maxCommandTimeout = 10 * time.Minute
 
@@ -62,6 +67,11 @@ func ServeControl(path string, m *Machine, log zerolog.Logger, extra map[string]
 	if err != nil {
 		return nil, err
 	}
+	return serveControlOn(ln, path, m, log, extra), nil
+}
+
+// serveControlOn serves the control socket listening as ln at path.
+func serveControlOn(ln net.Listener, path string, m *Machine, log zerolog.Logger, extra map[string]CommandFunc) *ControlServer {
 	s := &ControlServer{ln: ln, path: path, commands: map[string]CommandFunc{
 		"status": func(context.Context, ControlRequest) ControlResponse {
 			st := m.Status()
@@ -83,16 +93,27 @@ func ServeControl(path string, m *Machine, log zerolog.Logger, extra map[string]
 	for name, f := range extra {
 		s.commands[name] = f
 	}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go s.serve(c)
+	slots := make(chan struct{}, maxControlConns)
+	go acceptLoop(ln, log, path, func(c net.Conn) {
+		select {
+		case slots <- struct{}{}:
+			go func() {
+				defer func() { <-slots }()
+				s.serve(c)
+			}()
+		default:
+			go refuseBusy(c)
 		}
-	}()
-	return s, nil
+	})
+	return s
+}
+
+// refuseBusy answers a connection beyond maxControlConns with an error
+// line and closes it.
+func refuseBusy(c net.Conn) {
+	defer c.Close()
+	c.SetWriteDeadline(time.Now().Add(time.Second))
+	json.NewEncoder(c).Encode(ControlResponse{Error: fmt.Sprintf("too many control connections (%d open): close idle ones and try again", maxControlConns)})
 }
 
 func (s *ControlServer) serve(c net.Conn) {

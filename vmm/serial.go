@@ -82,34 +82,32 @@ func (s *SerialPort) attach(u *uart.UART, log zerolog.Logger) {
 	s.mu.Lock()
 	s.uart = u
 	s.mu.Unlock()
-	go func() {
-		for {
-			c, err := s.ln.Accept()
-			if err != nil {
-				return
-			}
-			s.mu.Lock()
-			if s.uart != u { // detached: the machine is closed
-				s.mu.Unlock()
-				c.Write([]byte("pmvm: this VM's machine is closed\n"))
-				c.Close()
-				continue
-			}
-			if s.borrowed {
-				s.mu.Unlock()
-				c.Write([]byte("pmvm is using this line (guest agent operation in progress); try again later\n"))
-				c.Close()
-				continue
-			}
-			if s.conn != nil {
-				s.conn.Close() // the newest client wins, as with a real cable
-			}
-			s.conn = c
-			s.mu.Unlock()
-			log.Debug().Str("socket", s.path).Msg("serial client connected")
-			go s.feed(c, u)
-		}
-	}()
+	go acceptLoop(s.ln, log, s.path, func(c net.Conn) { s.connect(c, u, log) })
+}
+
+// connect makes c the line's client, unless the machine is closed or pmvm
+// holds the line.
+func (s *SerialPort) connect(c net.Conn, u *uart.UART, log zerolog.Logger) {
+	s.mu.Lock()
+	if s.uart != u { // detached: the machine is closed
+		s.mu.Unlock()
+		c.Write([]byte("pmvm: this VM's machine is closed\n"))
+		c.Close()
+		return
+	}
+	if s.borrowed {
+		s.mu.Unlock()
+		c.Write([]byte("pmvm is using this line (guest agent operation in progress); try again later\n"))
+		c.Close()
+		return
+	}
+	if s.conn != nil {
+		s.conn.Close() // the newest client wins, as with a real cable
+	}
+	s.conn = c
+	s.mu.Unlock()
+	log.Debug().Str("socket", s.path).Msg("serial client connected")
+	go s.feed(c, u)
 }
 
 // detach disconnects the line from its UART at Machine.Close: the client
