@@ -58,7 +58,7 @@ func TestControlSocketSurvivesAFlood(t *testing.T) {
 	fl := &flakyListener{Listener: ln}
 	fl.failures.Store(3)
 	saved := make(chan struct{})
-	s := serveControlOn(fl, path, m, zerolog.New(zerolog.NewTestWriter(t)), map[string]CommandFunc{
+	s := serveControlOn(fl, path, uint32(os.Getuid()), m, zerolog.New(zerolog.NewTestWriter(t)), map[string]CommandFunc{
 		"save": func(context.Context, ControlRequest) ControlResponse {
 			if err := m.SaveState(statePath, "test"); err != nil {
 				return ControlResponse{Error: err.Error()}
