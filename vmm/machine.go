@@ -59,6 +59,13 @@ type Machine struct {
 
 	resets []vcpuReset // each vCPU's power-on state, restored at S3 wake
 
+	// Guest-triggered log sites, each rate-limited (guestlog.go).
+	guestLogs   guestLogs
+	logSleepTyp *guestLog // a sleep type the machine does not offer
+	logMMIO     *guestLog // MMIO to an unmapped address
+	logAlarm    *guestLog // an RTC alarm that could not wake the guest
+	logIRQ      *guestLog // an interrupt a device raised that KVM refused
+
 	// onWake runs in its own goroutine after every wake from S3 (set before Run).
 	onWake func(why string)
 
@@ -263,6 +270,7 @@ func newMachine(cfg *configs.VM, log zerolog.Logger) *Machine {
 	m := &Machine{cfg: cfg, log: log, runstate: StateCreated, since: time.Now(),
 		changed: make(chan struct{}), stopping: make(chan struct{}), writeStateFile: state.WriteFile}
 	m.cond = sync.NewCond(&m.mu)
+	m.logSleepTyp, m.logMMIO, m.logAlarm, m.logIRQ = m.guestLogs.site(), m.guestLogs.site(), m.guestLogs.site(), m.guestLogs.site()
 	return m
 }
 
@@ -281,7 +289,7 @@ func (l irqLine) SetLevel(high bool) {
 		return
 	}
 	if err := l.m.vm.SetIRQLine(l.gsi, high); err != nil {
-		l.m.log.Error().Err(err).Uint32("gsi", l.gsi).Msg("interrupt lost")
+		l.m.logIRQ.event(l.m.log.Error()).Err(err).Uint32("gsi", l.gsi).Msg("interrupt lost")
 	}
 }
 
@@ -322,7 +330,7 @@ func (m *Machine) onSleep(typ uint8) {
 	case acpipm.SleepTypeS3:
 		m.enterS3()
 	default:
-		m.log.Warn().Uint8("slp_typ", typ).Msg("guest asked for a sleep state this machine does not offer; ignored")
+		m.logSleepTyp.event(m.log.Warn()).Uint8("slp_typ", typ).Msg("guest asked for a sleep state this machine does not offer; ignored")
 	}
 }
 

@@ -55,7 +55,7 @@ func (m *Machine) Run(ctx context.Context) (Outcome, error) {
 	defer m.mu.Unlock()
 	m.setStateLocked(StateStopped)
 	m.log.Info().Str("outcome", m.outcome.String()).Dur("uptime", time.Since(m.started)).
-		Uint64("unhandled_port_accesses", m.bus.Unhandled()).Msg("machine stopped")
+		Uint64("unhandled_port_accesses", m.bus.Unhandled()).Uint64("guest_log_lines_suppressed", m.guestLogs.suppressed.Load()).Msg("machine stopped")
 	return m.outcome, m.stopErr
 }
 
@@ -137,7 +137,7 @@ func (m *Machine) runVCPU(c *kvm.VCPU) {
 					mm.Data[i] = 0xff
 				}
 			}
-			log.Debug().Str("addr", fmt.Sprintf("%#x", mm.Addr)).Bool("write", mm.Write).Msg("MMIO to unmapped address")
+			m.logMMIO.event(log.Debug()).Str("addr", fmt.Sprintf("%#x", mm.Addr)).Bool("write", mm.Write).Msg("MMIO to unmapped address")
 		case kvm.ExitShutdown:
 			logTripleFault(log, c)
 			m.stop(OutcomeReset, nil, fmt.Sprintf("vCPU %d triple fault (shutdown)", c.ID))
@@ -171,7 +171,7 @@ func (m *Machine) wakeOnAlarm(name string, alarm <-chan struct{}) {
 		case <-alarm:
 			if m.RunState() == StateSuspended {
 				if err := m.Wake("rtc alarm"); err != nil {
-					m.log.Error().Err(err).Str("device", name).Msg("RTC alarm could not wake the guest")
+					m.logAlarm.event(m.log.Error()).Err(err).Str("device", name).Msg("RTC alarm could not wake the guest")
 				}
 			}
 		}
