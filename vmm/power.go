@@ -110,9 +110,7 @@ func (m *Machine) enterS3() {
 	m.wakeOnS3 = ""
 	m.mu.Unlock()
 	m.log.Info().Msg("guest entered S3 (suspend to RAM)")
-	for _, c := range m.vcpus {
-		c.Kick()
-	}
+	m.kickAll()
 	if abandoned != "" {
 		go m.wakeLate(abandoned)
 	}
@@ -210,6 +208,10 @@ func (m *Machine) Wake(why string) error {
 		return err
 	}
 	m.mu.Lock()
+	if m.isStopping() { // stopped while waking: stay stopping
+		m.mu.Unlock()
+		return fmt.Errorf("cannot wake: the machine was stopped while waking")
+	}
 	m.wakeGen++
 	m.setStateLocked(StateRunning)
 	m.mu.Unlock()

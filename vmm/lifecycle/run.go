@@ -91,7 +91,7 @@ func Run(cfg *configs.VM, opts RunOptions) (vmm.Outcome, error) {
 			ctl.Close()
 		}
 	}()
-	console, closeConsole, err := openConsole(cfg.Console, opts.Stdout)
+	console, closeConsole, err := openConsole(cfg.Console, opts.Stdout, log)
 	if err != nil {
 		return vmm.OutcomeError, err
 	}
@@ -243,12 +243,12 @@ func (l agentLine) Borrow(ctx context.Context) (io.ReadWriteCloser, func(), erro
 	return l.p.Borrow(ctx)
 }
 
-func openConsole(c configs.Console, stdout io.Writer) (io.Writer, func(), error) {
+func openConsole(c configs.Console, stdout io.Writer, log zerolog.Logger) (io.Writer, func(), error) {
 	switch c.Output {
 	case configs.ConsoleFile:
-		f, err := os.OpenFile(c.Path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+		f, err := vmm.OpenConsoleLog(c.Path, int64(c.MaxSizeOrDefault()), log)
 		if err != nil {
-			return nil, nil, fmt.Errorf("console file: %w", err)
+			return nil, nil, err
 		}
 		return f, func() { f.Close() }, nil
 	case configs.ConsoleNone:
