@@ -190,7 +190,11 @@ func CheckIncoming(cfg *configs.VM, path string, mem *pmem.Report) (*Incoming, e
 	f, err := state.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		if prev := state.LastResumed(path); prev != "" {
-			return nil, fmt.Errorf("%s was already resumed (it is now %s) and its guest has run since: resuming that old state again would corrupt the guest, so it cannot be done; nothing was mapped", path, prev)
+			err = fmt.Errorf("%s was already resumed (it is now %s) and its guest has run since: resuming that old state again would corrupt the guest, so it cannot be done; nothing was mapped", path, prev)
+		}
+		// A save killed before its rename: say so, never use it silently.
+		if note := state.LeftoverNote(path); note != "" {
+			err = fmt.Errorf("%w;\n%s\nNothing was mapped, the guest's memory is untouched", err, note)
 		}
 	}
 	if err != nil {
