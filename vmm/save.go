@@ -135,6 +135,9 @@ func (m *Machine) writeState(path, version string) error {
 	if err != nil {
 		return fmt.Errorf("build state: %w", err)
 	}
+	if err := m.addGenerations(f); err != nil {
+		return fmt.Errorf("build state: %w", err)
+	}
 	if err := state.WriteFile(path, f); err != nil {
 		return fmt.Errorf("write state file: %w", err)
 	}
@@ -180,6 +183,7 @@ type Incoming struct {
 	Memory *pmem.Report
 	file   *state.File
 	rec    machineRecord
+	gens   []state.Generation // the memory's generations at save; nil in older files
 }
 
 // CheckIncoming reads the state file at path and checks it against cfg: the
@@ -235,7 +239,14 @@ func CheckIncoming(cfg *configs.VM, path string, mem *pmem.Report) (*Incoming, e
 	if diff := ramLayoutDiff(cfg, rec.RAM, ram); len(diff) > 0 {
 		return nil, refuse("%s", layoutRefusal(diff))
 	}
-	in := &Incoming{Path: path, file: f, rec: rec}
+	gens, err := savedGenerations(f)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := checkGenerations(gens); err != nil {
+		return nil, refuse("%v", err)
+	}
+	in := &Incoming{Path: path, file: f, rec: rec, gens: gens}
 	if memErr == nil {
 		in.Memory = mem // else New probes again, and refuses with pmem's error
 	}
@@ -370,6 +381,10 @@ func (m *Machine) Restore(in *Incoming) error {
 	c.Clock, c.Flags = clk.KVMClockNs+uint64(elapsed), 0
 	if err := m.vm.SetClock(c); err != nil {
 		return err
+	}
+	// Last before the vCPUs can run: spend this state on the memory.
+	if err := m.spendGenerations(in.gens); err != nil {
+		return fmt.Errorf("cannot restore %s: %w", in.Path, err)
 	}
 	m.mu.Lock()
 	m.setStateLocked(StateSuspended)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pmvm/pmvm/qa/labrun"
+	"github.com/pmvm/pmvm/state"
 	"github.com/pmvm/pmvm/vmm"
 	"github.com/pmvm/pmvm/vmm/kvm"
 	"github.com/pmvm/pmvm/vmm/x86/x86test"
@@ -24,7 +25,22 @@ import (
 // run where a KVM host is: this machine's /dev/kvm, else a lab host.
 func TestMain(m *testing.M) {
 	os.Setenv(hostConfigEnv, "/nonexistent/pmvm-test/host.toml")
-	labrun.Main(m, labrun.KVM)
+	labrun.Main(withGenerationDir{m}, labrun.KVM)
+}
+
+// withGenerationDir keeps the tests' memory generation records (package
+// state) out of the host's /var/lib/pmvm/generations.
+type withGenerationDir struct{ m *testing.M }
+
+func (w withGenerationDir) Run() int {
+	dir, err := os.MkdirTemp("", "pmvm-generations-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "generation dir:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	state.GenerationDir = dir
+	return w.m.Run()
 }
 
 // writeConfig writes a VM config into dir; extra is appended verbatim.
