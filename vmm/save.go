@@ -138,6 +138,9 @@ func (m *Machine) writeState(path, version string) error {
 	if err := m.addGenerations(f); err != nil {
 		return fmt.Errorf("build state: %w", err)
 	}
+	if err := m.addFingerprint(f); err != nil {
+		return fmt.Errorf("build state: %w", err)
+	}
 	if err := state.WriteFile(path, f); err != nil {
 		return fmt.Errorf("write state file: %w", err)
 	}
@@ -344,6 +347,10 @@ func (m *Machine) Restore(in *Incoming) error {
 	m.mu.Unlock()
 	if diff := ramLayoutDiff(m.cfg, in.rec.RAM, m.ram); len(diff) > 0 {
 		return fmt.Errorf("cannot restore %s: %s", in.Path, layoutRefusal(diff))
+	}
+	// Before anything changes (it only reads): is the guest's memory still there?
+	if err := m.checkFingerprint(in.file); err != nil {
+		return fmt.Errorf("cannot restore %s: %w", in.Path, err)
 	}
 
 	// Rebuild the tables only to learn where they are (Build is
