@@ -1,6 +1,11 @@
 package pmem
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
 
 // SameMemory explains how the backing found now differs from the one a
 // state file recorded; no lines means it is the very same memory. A
@@ -35,4 +40,22 @@ func (saved Identity) SameMemory(now Identity) []string {
 		}
 	}
 	return d
+}
+
+// GenerationKey names the backing's generation record (package state),
+// which spends a state file on the memory rather than on its name: a
+// device-dax namespace by its uuid (its device number can change across a
+// kexec), else by its device number; a file by its filesystem's device
+// and its inode. Anonymous and memfd memory outlives no process: "".
+func (id Identity) GenerationKey() string {
+	switch id.Kind {
+	case KindAnonymous, KindMemfd:
+		return ""
+	case KindDevDax:
+		if id.DaxUUID != "" {
+			return "devdax-" + strings.ToLower(id.DaxUUID)
+		}
+		return fmt.Sprintf("devdax-%d:%d", unix.Major(id.Rdev), unix.Minor(id.Rdev))
+	}
+	return fmt.Sprintf("%s-%d:%d-%d", id.Kind, unix.Major(id.Dev), unix.Minor(id.Dev), id.Ino)
 }

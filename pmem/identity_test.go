@@ -1,9 +1,12 @@
 package pmem
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 )
 
 // TestSameMemory proves what counts as the same memory across a kexec:
@@ -36,4 +39,16 @@ func TestSameMemory(t *testing.T) {
 
 	assert.Len(t, file.SameMemory(Identity{Kind: KindHugetlbfs}), 1)
 	assert.NotEmpty(t, Identity{Kind: KindAnonymous}.SameMemory(Identity{Kind: KindAnonymous}))
+}
+
+// A backing's generation record is named by what stays the same for its
+// memory: a namespace's uuid (whatever its device number), a file's device
+// and inode; memory that outlives no process has none.
+func TestGenerationKey(t *testing.T) {
+	require.Equal(t, "devdax-"+testUUID, Identity{Kind: KindDevDax, Rdev: unix.Mkdev(252, 0), DaxUUID: strings.ToUpper(testUUID)}.GenerationKey())
+	require.Equal(t, "devdax-252:3", Identity{Kind: KindDevDax, Rdev: unix.Mkdev(252, 3)}.GenerationKey())
+	require.Equal(t, "fsdax-259:1-77", Identity{Kind: KindFsDax, Dev: unix.Mkdev(259, 1), Ino: 77}.GenerationKey())
+	require.Equal(t, "tmpfs-0:27-5", Identity{Kind: KindTmpfs, Dev: unix.Mkdev(0, 27), Ino: 5}.GenerationKey())
+	require.Empty(t, Identity{Kind: KindMemfd}.GenerationKey())
+	require.Empty(t, Identity{Kind: KindAnonymous}.GenerationKey())
 }

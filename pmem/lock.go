@@ -33,53 +33,91 @@ func lockDirOf(dir string) string {
 // Region of this one) holds the backing.
 var ErrInUse = errors.New("memory backing is in use")
 
-// The lock on a backing is flock(LOCK_EX|LOCK_NB) (package flock) on the
-// open file or device itself: it works the same for regular files, tmpfs, hugetlbfs and
-// device-dax character devices, follows the inode whatever path reached it,
-// survives exec (restart mode hands the descriptor on) and goes away by
-// itself when the holder dies. flock does not say who holds it, so the
-// holder also writes a record (pid, VM, block) into the lock directory, and
-// a refused process cross-checks the record against /proc/locks, which does
-// name the pid.
+// The lock on a backing is flock(LOCK_EX|LOCK_NB) (package flock). A
+// regular file (tmpfs, hugetlbfs, a DAX filesystem) is locked on the open
+// file itself: the flock follows the inode whatever path or hard link
+// reached it. A device is not: two nodes made by mknod for one device are
+// two inodes, and a flock on each would not conflict (a second VM on an
+// alias of /dev/dax0.0 booted in the first one's memory). So a device is
+// locked by its identity, a lock file named by its device number in the
+// lock directory ("chr-252-0.lock"), which every node of the device leads
+// to; its node is flocked too. Either way the lock survives exec with the
+// descriptors (restart mode hands them on) and goes away by itself when the
+// holder dies.
+//
+// flock does not say who holds it, so the holder also writes a record (pid,
+// VM, block): into a device's lock file, or beside a regular file's lock
+// as a file of its own. A refused process cross-checks the record against
+// /proc/locks, which does name the pid.
 
-// backingLock is a held lock: the record to remove on release. The flock
-// itself belongs to the Region's file and goes with it.
+// backingLock is a held lock. The flock on the backing itself belongs to
+// the Region's file and goes with it.
 type backingLock struct {
-	record string // "" when no record could be written
+	record string      // a regular file's record, to remove; "" when none was written
+	device *flock.File // a device's lock file (holding its record), to release
 }
+
+// isDevice: the backing is a device node, locked by device number.
+func isDevice(b *Backing) bool { return b.Kind == KindDevDax }
 
 // lockKey names a backing's lock record: the device number of a device-dax
 // instance (whatever node reached it), else st_dev and st_ino.
 func lockKey(b *Backing) string {
-	if b.Kind == KindDevDax {
+	if isDevice(b) {
 		return fmt.Sprintf("chr-%d-%d", unix.Major(b.Rdev), unix.Minor(b.Rdev))
 	}
 	return fmt.Sprintf("%d-%d-%d", unix.Major(b.Dev), unix.Minor(b.Dev), b.Ino)
+}
+
+func recordPath(lockDir string, b *Backing) string {
+	return filepath.Join(lockDirOf(lockDir), lockKey(b)+".lock")
 }
 
 // lockBacking takes the exclusive lock on f for spec and writes the holder
 // record. Refused: the error names the holder.
 func lockBacking(spec Spec, f *os.File, b *Backing) (*backingLock, error) {
 	h := spec.hostOrReal()
-	if err := flock.TryExclusive(f); errors.Is(err, flock.ErrHeld) {
+	inUse := func() error {
 		holder := holderOf(h, spec.LockDir, b)
 		if holder == "" {
 			holder = "another process (not named in " + h.locks + ")"
 		}
-		return nil, spec.refuse(ErrInUse, "is in use by %s; two VMs must never map the same guest memory: stop that VM first, or give this block another backing", holder)
-	} else if err != nil {
-		return nil, spec.errorf("%w", err)
+		return spec.refuse(ErrInUse, "is in use by %s; two VMs must never map the same guest memory: stop that VM first, or give this block another backing", holder)
 	}
+	rec := fmt.Sprintf("pid=%d\nvm=%s\nblock=%s\nbacking=%s\nsince=%s",
+		os.Getpid(), spec.VM, spec.Name, spec.Backing, time.Now().UTC().Format(time.RFC3339))
 	l := &backingLock{}
 	dir := lockDirOf(spec.LockDir)
-	// The record is best effort: the flock is the lock. Without a record a
-	// refused process still names the pid from /proc/locks.
+	if isDevice(b) {
+		// The device-number lock is the lock: without it, refuse.
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, spec.errorf("cannot make the lock directory %s (a device is locked by a file there named by its device number): %w", dir, err)
+		}
+		df, err := flock.TryFile(recordPath(spec.LockDir, b), rec)
+		if errors.Is(err, flock.ErrHeld) {
+			return nil, inUse()
+		} else if err != nil {
+			return nil, spec.errorf("lock by device number: %w", err)
+		}
+		l.device = df
+	}
+	if err := flock.TryExclusive(f); errors.Is(err, flock.ErrHeld) {
+		l.release()
+		return nil, inUse()
+	} else if err != nil {
+		l.release()
+		return nil, spec.errorf("%w", err)
+	}
+	if isDevice(b) {
+		return l, nil
+	}
+	// A regular file's record is best effort: the flock is the lock.
+	// Without a record a refused process still names the pid from
+	// /proc/locks.
 	if err := os.MkdirAll(dir, 0o755); err == nil {
-		path := filepath.Join(dir, lockKey(b)+".lock")
-		rec := fmt.Sprintf("pid=%d\nvm=%s\nblock=%s\nbacking=%s\nsince=%s\n",
-			os.Getpid(), spec.VM, spec.Name, spec.Backing, time.Now().UTC().Format(time.RFC3339))
+		path := recordPath(spec.LockDir, b)
 		tmp := path + ".tmp." + strconv.Itoa(os.Getpid())
-		if err := os.WriteFile(tmp, []byte(rec), 0o644); err == nil {
+		if err := os.WriteFile(tmp, []byte(rec+"\n"), 0o644); err == nil {
 			if err := os.Rename(tmp, path); err == nil {
 				l.record = path
 			} else {
@@ -93,7 +131,14 @@ func lockBacking(spec Spec, f *os.File, b *Backing) (*backingLock, error) {
 // release removes the record while the flock is still held (so that no new
 // holder's record is removed); the caller then closes the file.
 func (l *backingLock) release() {
-	if l == nil || l.record == "" {
+	if l == nil {
+		return
+	}
+	// A device's lock file stays (emptied): removing it while others may
+	// have it open would let two processes lock two different files.
+	l.device.Release()
+	l.device = nil
+	if l.record == "" {
 		return
 	}
 	if rec := readRecord(l.record); rec.pid == os.Getpid() {
@@ -138,8 +183,13 @@ func holderOf(h *host, lockDir string, b *Backing) string {
 	if b.Kind == KindAnonymous || b.Kind == KindMemfd || !b.Exists {
 		return ""
 	}
+	path := recordPath(lockDir, b)
 	pids := flockHolders(h.locks, b.Dev, b.Ino)
-	rec := readRecord(filepath.Join(lockDirOf(lockDir), lockKey(b)+".lock"))
+	var st unix.Stat_t
+	if isDevice(b) && unix.Stat(path, &st) == nil {
+		pids = append(flockHolders(h.locks, st.Dev, st.Ino), pids...)
+	}
+	rec := readRecord(path)
 	if len(pids) == 0 {
 		return ""
 	}

@@ -176,3 +176,54 @@ func TestFlockHolders(t *testing.T) {
 	require.Equal(t, []int{400}, flockHolders(locks, unix.Mkdev(259, 0), 77), "major 259 is 103 in hex")
 	require.Empty(t, flockHolders(locks, unix.Mkdev(0, 6), 4))
 }
+
+// Two device nodes for one device (a mknod alias) are two inodes, so a
+// flock on each node would not conflict: the lock on a device is a file in
+// the lock directory named by the device number, which every node of the
+// device reaches. Here /dev/zero's numbers (mmap-able shared, like
+// device-dax) are described by a fake sysfs as a device-dax instance and
+// given two nodes; the second Open is refused, naming the first.
+func TestLockRefusesDeviceAlias(t *testing.T) {
+	zero := fileStat(t, "/dev/zero")
+	maj, min := unix.Major(zero.Rdev), unix.Minor(zero.Rdev)
+	dir := t.TempDir()
+	nodeA, nodeB := filepath.Join(dir, "dax0.0"), filepath.Join(dir, "alias")
+	for _, n := range []string{nodeA, nodeB} {
+		if err := unix.Mknod(n, unix.S_IFCHR|0o600, int(zero.Rdev)); err != nil {
+			t.Fatalf("mknod %s c %d %d: %v; this test needs CAP_MKNOD on a filesystem without nodev; the device-alias case is NOT covered", n, maj, min, err)
+		}
+	}
+	require.NotEqual(t, fileStat(t, nodeA).Ino, fileStat(t, nodeB).Ino, "two nodes, two inodes")
+	h := &host{sys: daxTree{maj: maj, min: min, size: "8388608", align: "2097152", uuid: testUUID, namespace: "namespace0.0"}.build(t),
+		proc: "/proc", mountinfo: "/proc/self/mountinfo", locks: "/proc/locks"}
+	lockDir := t.TempDir()
+	spec := Spec{Name: "ram0", Size: 2 * mib, Backing: nodeA, Shared: true, Mode: memspec.ModeReboot, VM: "first", LockDir: lockDir, host: h}
+
+	a, err := Open(spec)
+	require.NoError(t, err)
+	require.Equal(t, KindDevDax, a.Kind)
+	lockFile := filepath.Join(lockDir, fmt.Sprintf("chr-%d-%d.lock", maj, min))
+	require.FileExists(t, lockFile)
+
+	alias := spec
+	alias.Backing, alias.VM = nodeB, "second"
+	b, err := Open(alias)
+	if b != nil {
+		b.Close()
+	}
+	require.ErrorIs(t, err, ErrInUse, "a second node of the same device must not map the memory again")
+	require.ErrorContains(t, err, fmt.Sprintf(`memory block "ram0" (%s): is in use by pid %d (pmvm, vm "first", block "ram0")`, nodeB, os.Getpid()))
+
+	// The lock follows the device, not the lock file's record: without a
+	// record the refusal still names the pid from /proc/locks.
+	require.NoError(t, os.Truncate(lockFile, 0))
+	_, err = Open(alias)
+	require.ErrorIs(t, err, ErrInUse)
+	require.ErrorContains(t, err, fmt.Sprintf("is in use by pid %d (pmem.test)", os.Getpid()))
+
+	require.NoError(t, a.Close())
+	b, err = Open(alias)
+	require.NoError(t, err, "free once the first region is closed")
+	require.Contains(t, readRecord(lockFile).raw, `vm=second`)
+	require.NoError(t, b.Close())
+}

@@ -114,7 +114,14 @@ func ReadFileLimit(path string, limit int64) (*File, error) {
 	if limit <= 0 {
 		limit = DefaultLimit
 	}
-	fd, err := os.Open(path)
+	// Judge the type before opening, and open non-blocking: opening a
+	// named pipe for reading waits for a writer (a FIFO at a state path
+	// would hang pmvm host restore at boot), and opening some devices acts.
+	// The type is checked again on the descriptor, which is what is read.
+	if st, err := os.Stat(path); err == nil && !st.Mode().IsRegular() {
+		return nil, errNotRegular(path, st.Mode())
+	}
+	fd, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("reading state file: %w", err)
 	}
@@ -124,8 +131,7 @@ func ReadFileLimit(path string, limit int64) (*File, error) {
 		return nil, fmt.Errorf("reading state file: %w", err)
 	}
 	if !st.Mode().IsRegular() {
-		return nil, &Error{Kind: ErrNotStateFile, Path: path,
-			Msg: fmt.Sprintf("this is not a pmvm state file (it is a %s, not a regular file): check the path", st.Mode().Type())}
+		return nil, errNotRegular(path, st.Mode())
 	}
 	if st.Size() > limit {
 		e := errTooLarge("it is", uint64(st.Size()), uint64(limit))
@@ -148,4 +154,28 @@ func ReadFileLimit(path string, limit int64) (*File, error) {
 		return nil, err
 	}
 	return f, nil
+}
+
+// errNotRegular refuses what is not a regular file, saying what it is.
+func errNotRegular(path string, m os.FileMode) *Error {
+	return &Error{Kind: ErrNotStateFile, Path: path,
+		Msg: fmt.Sprintf("this is not a pmvm state file (it is a %s, not a regular file): check the path", fileType(m))}
+}
+
+func fileType(m os.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "directory"
+	case m&os.ModeNamedPipe != 0:
+		return "named pipe (FIFO)"
+	case m&os.ModeSocket != 0:
+		return "socket"
+	case m&os.ModeCharDevice != 0:
+		return "character device"
+	case m&os.ModeDevice != 0:
+		return "block device"
+	case m&os.ModeSymlink != 0:
+		return "symbolic link"
+	}
+	return "file of mode " + m.Type().String()
 }

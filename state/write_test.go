@@ -7,6 +7,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -187,4 +188,36 @@ func TestReadFileRefusals(t *testing.T) {
 
 	_, err = ReadFile(filepath.Join(dir, "nope"))
 	require.ErrorIs(t, err, os.ErrNotExist)
+}
+
+// TestReadFileRefusesFIFO proves a named pipe at a state path is refused at
+// once, by its type, instead of blocking the reader (pmvm host restore at
+// boot) until something writes into it. Character devices likewise.
+func TestReadFileRefusesFIFO(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "demo.state")
+	require.NoError(t, syscall.Mkfifo(fifo, 0o600))
+	link := filepath.Join(dir, "link.state")
+	require.NoError(t, os.Symlink(fifo, link))
+	for _, path := range []string{fifo, link, "/dev/zero"} {
+		done := make(chan error, 1)
+		go func() {
+			_, err := ReadFile(path)
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			require.ErrorIs(t, err, ErrNotStateFile, path)
+			assert.Contains(t, err.Error(), path+": this is not a pmvm state file (it is a ")
+			if path != "/dev/zero" {
+				assert.Contains(t, err.Error(), "it is a named pipe (FIFO), not a regular file")
+			}
+		case <-time.After(5 * time.Second):
+			// Unblock the reader so the test can end.
+			if w, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+				w.Close()
+			}
+			t.Fatalf("ReadFile(%s) blocked on a FIFO", path)
+		}
+	}
 }

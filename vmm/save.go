@@ -170,6 +170,12 @@ func (m *Machine) writeState(path, version string) error {
 	if err != nil {
 		return fmt.Errorf("build state: %w", err)
 	}
+	if err := m.addGenerations(f); err != nil {
+		return fmt.Errorf("build state: %w", err)
+	}
+	if err := m.addFingerprint(f); err != nil {
+		return fmt.Errorf("build state: %w", err)
+	}
 	if err := m.writeStateFile(path, f); err != nil {
 		return fmt.Errorf("write state file: %w", err)
 	}
@@ -215,6 +221,7 @@ type Incoming struct {
 	Memory *pmem.Report
 	file   *state.File
 	rec    machineRecord
+	gens   []state.Generation // the memory's generations at save; nil in older files
 }
 
 // CheckIncoming reads the state file at path and checks it against cfg: the
@@ -225,7 +232,11 @@ func CheckIncoming(cfg *configs.VM, path string, mem *pmem.Report) (*Incoming, e
 	f, err := state.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		if prev := state.LastResumed(path); prev != "" {
-			return nil, fmt.Errorf("%s was already resumed (it is now %s) and its guest has run since: resuming that old state again would corrupt the guest, so it cannot be done; nothing was mapped", path, prev)
+			err = fmt.Errorf("%s was already resumed (it is now %s) and its guest has run since: resuming that old state again would corrupt the guest, so it cannot be done; nothing was mapped", path, prev)
+		}
+		// A save killed before its rename: say so, never use it silently.
+		if note := state.LeftoverNote(path); note != "" {
+			err = fmt.Errorf("%w;\n%s\nNothing was mapped, the guest's memory is untouched", err, note)
 		}
 	}
 	if err != nil {
@@ -266,7 +277,14 @@ func CheckIncoming(cfg *configs.VM, path string, mem *pmem.Report) (*Incoming, e
 	if diff := ramLayoutDiff(cfg, rec.RAM, ram); len(diff) > 0 {
 		return nil, refuse("%s", layoutRefusal(diff))
 	}
-	in := &Incoming{Path: path, file: f, rec: rec}
+	gens, err := savedGenerations(f)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := checkGenerations(gens); err != nil {
+		return nil, refuse("%v", err)
+	}
+	in := &Incoming{Path: path, file: f, rec: rec, gens: gens}
 	if memErr == nil {
 		in.Memory = mem // else New probes again, and refuses with pmem's error
 	}
@@ -365,6 +383,10 @@ func (m *Machine) Restore(in *Incoming) error {
 	if diff := ramLayoutDiff(m.cfg, in.rec.RAM, m.ram); len(diff) > 0 {
 		return fmt.Errorf("cannot restore %s: %s", in.Path, layoutRefusal(diff))
 	}
+	// Before anything changes (it only reads): is the guest's memory still there?
+	if err := m.checkFingerprint(in.file); err != nil {
+		return fmt.Errorf("cannot restore %s: %w", in.Path, err)
+	}
 
 	// Rebuild the tables only to learn where they are (Build is
 	// deterministic); copying them would erase the guest's waking vector.
@@ -401,6 +423,10 @@ func (m *Machine) Restore(in *Incoming) error {
 	c.Clock, c.Flags = clk.KVMClockNs+uint64(elapsed), 0
 	if err := m.vm.SetClock(c); err != nil {
 		return err
+	}
+	// Last before the vCPUs can run: spend this state on the memory.
+	if err := m.spendGenerations(in.gens); err != nil {
+		return fmt.Errorf("cannot restore %s: %w", in.Path, err)
 	}
 	m.mu.Lock()
 	m.setStateLocked(StateSuspended)

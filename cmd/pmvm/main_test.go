@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pmvm/pmvm/qa/labrun"
+	"github.com/pmvm/pmvm/state/statetest"
 	"github.com/pmvm/pmvm/vmm"
 	"github.com/pmvm/pmvm/vmm/kvm"
 	"github.com/pmvm/pmvm/vmm/x86/x86test"
@@ -28,7 +29,7 @@ import (
 func TestMain(m *testing.M) {
 	os.Setenv(hostConfigEnv, "/nonexistent/pmvm-test/host.toml")
 	seccompByDefault = false
-	labrun.Main(m, labrun.KVM)
+	labrun.Main(statetest.WithTempGenerationDir(m), labrun.KVM)
 }
 
 // writeConfig writes a VM config into dir; extra is appended verbatim.

@@ -225,7 +225,32 @@ func Resume(cfg *configs.VM, statePath string) (ResumeTimes, error) {
 	if out := con.String(); out != ResumeOutput {
 		return t, fmt.Errorf("the resumed guest printed %q, want %q (resumed at the vector, its RAM intact, WAK_STS set)", out, ResumeOutput)
 	}
-	return t, nil
+	return t, rewindGenerations(statePath)
+}
+
+// rewindGenerations sets each backing's generation back to the one the
+// state file was saved at (the resume advanced it, spending the file), so
+// that a benchmark can resume the same saved tiny guest again: its resume
+// code only reads memory, prints and powers off.
+func rewindGenerations(statePath string) error {
+	f, err := state.ReadFile(statePath)
+	if err != nil {
+		return err
+	}
+	sec, ok := f.Section(state.GenerationSection)
+	if !ok {
+		return nil
+	}
+	var gens []state.Generation
+	if err := sec.DecodeJSON(&gens); err != nil {
+		return err
+	}
+	for _, g := range gens {
+		if err := state.SetGeneration(g.Key, g.Generation); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // PutBackResumed undoes pmvm moving a resumed state file aside, so that a
@@ -236,7 +261,10 @@ func PutBackResumed(statePath string) error {
 	if moved == "" {
 		return fmt.Errorf("pmvm did not move %s aside after resuming it", statePath)
 	}
-	return os.Rename(moved, statePath)
+	if err := os.Rename(moved, statePath); err != nil {
+		return err
+	}
+	return rewindGenerations(statePath)
 }
 
 // ResumeProcess resumes through the real binary: `pmvm run CONFIG

@@ -78,7 +78,9 @@ func Open(cfg *configs.VM, opts Options) (*VM, error) {
 	}
 	v := &VM{M: m, resume: opts.Resume}
 	if r := opts.Resume; r == nil {
-		err = m.Boot()
+		if err = m.NewGeneration(); err == nil {
+			err = m.Boot()
+		}
 	} else {
 		r.Timeline.Mark("", StepMemoryMapped, "")
 		if err = m.Restore(r.in); err == nil {
