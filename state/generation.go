@@ -39,8 +39,20 @@ import (
 // that they survive a host kexec as the memory does.
 const DefaultGenerationDir = "/var/lib/pmvm/generations"
 
-// GenerationDir is the directory in use; tests point it elsewhere.
-var GenerationDir = DefaultGenerationDir
+// GenerationDirEnv names another directory for the records (tests, and
+// hosts whose /var/lib is not on disk); the processes a pmvm starts inherit it.
+const GenerationDirEnv = "PMVM_GENERATION_DIR"
+
+// GenerationDir is the directory in use: $PMVM_GENERATION_DIR, else the
+// default.
+var GenerationDir = generationDirFromEnv()
+
+func generationDirFromEnv() string {
+	if d := os.Getenv(GenerationDirEnv); d != "" {
+		return d
+	}
+	return DefaultGenerationDir
+}
 
 // GenerationSection is the state file section holding the generation of
 // each memory block at save (a JSON list of Generation).

@@ -26,6 +26,8 @@ func (w tempGenerations) Run() int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
+	// The environment too, for the pmvm processes tests start.
 	state.GenerationDir = dir
+	os.Setenv(state.GenerationDirEnv, dir)
 	return w.m.Run()
 }
