@@ -331,6 +331,12 @@ func (s *syncBuffer) String() string {
 // fakeBzImage writes a file with a 64-bit, above-4G bzImage boot header.
 func fakeBzImage(t *testing.T, dir string) string {
 	t.Helper()
+	return fakeBzImageVersion(t, dir, "6.99.0-test (fake)")
+}
+
+// fakeBzImageVersion is fakeBzImage with the given kernel_version string.
+func fakeBzImageVersion(t *testing.T, dir, version string) string {
+	t.Helper()
 	img := make([]byte, 0x1000)
 	img[0x1f1] = 4
 	copy(img[0x202:], "HdrS")
@@ -339,7 +345,7 @@ func fakeBzImage(t *testing.T, dir string) string {
 	img[0x236] = 0x03                   // XLF_KERNEL_64 | XLF_CAN_BE_LOADED_ABOVE_4G
 	img[0x20e] = 0x00
 	img[0x20f] = 0x02 // kernel_version at 0x200 + 0x200
-	copy(img[0x400:], "6.99.0-test (fake)\x00")
+	copy(img[0x400:], version+"\x00")
 	p := filepath.Join(dir, "bzImage")
 	require.NoError(t, os.WriteFile(p, img, 0o644))
 	return p

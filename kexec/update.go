@@ -125,8 +125,8 @@ func Update(ctx context.Context, plan *Plan, opts Options) (*Result, error) {
 	u := &updater{plan: plan, opts: opts, host: host, out: opts.Out, log: opts.Log}
 	u.tl = NewTimeline(time.Now())
 	u.tl.Kernel, u.tl.Initrd, u.tl.Cmdline = plan.Kernel, plan.Initrd, plan.Cmdline
-	if plan.KernelInfo != nil && plan.KernelInfo.Version != "" {
-		u.tl.Kernel = strings.Fields(plan.KernelInfo.Version)[0] // "6.12.100-amd64 (debian-kernel@...) #1 SMP ..."
+	if v := plan.KernelInfo.Release(); v != "" {
+		u.tl.Kernel = v
 	}
 	u.res = &Result{Timeline: u.tl}
 	u.tl.Mark("", StepUpdateStarted, fmt.Sprintf("%d VM(s), kernel %s", len(plan.Carried()), plan.Kernel))

@@ -314,3 +314,28 @@ func TestUpdateSavesInParallel(t *testing.T) {
 	loaded, _ := tl.Last("", StepKernelLoaded)
 	assert.Less(t, loaded.Sub(start), 3*300*time.Millisecond, "the save phase took less than the saves one after the other")
 }
+
+// TestUpdateWithBlankKernelVersion proves that a bzImage whose
+// kernel_version string is blank (spaces only) does not crash the update
+// (it did: the first word of the version was taken unchecked); the
+// timeline then names the kernel by its path.
+func TestUpdateWithBlankKernelVersion(t *testing.T) {
+	root := t.TempDir()
+	h := testHost(t, root)
+	a := startFakeVM(t, h, "alpha", kindPreserved, vmm.StateRunning)
+	t.Cleanup(func() { stopRestored(t, a.control) })
+	kernel := fakeBzImageVersion(t, root, "   ")
+	plan := NewPlan(h, PlanOptions{Kernel: kernel, KexecStatus: kexecOK})
+	require.NoError(t, plan.Err())
+	var rec loadRecorder
+	var out bytes.Buffer
+	log, _ := testLog()
+	var res *Result
+	var err error
+	require.NotPanics(t, func() {
+		res, err = Update(context.Background(), plan, rec.options(Options{Log: log, Out: &out, NoReboot: true, PMVM: fakePMVMCommand(t)}))
+	})
+	t.Log("\n" + out.String())
+	require.NoError(t, err)
+	assert.Equal(t, kernel, res.Timeline.Kernel, "a blank version names the kernel by its path")
+}
