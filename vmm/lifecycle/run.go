@@ -121,13 +121,14 @@ func Run(cfg *configs.VM, opts RunOptions) (vmm.Outcome, error) {
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer cancel()
 	log.Info().Int("vcpus", cfg.VCPUs).Str("memory", memspec.FormatSize(cfg.TotalMemory())).Bool("resume", resume != nil).Msg("starting guest")
+	// A resume's state file is spent (moved aside) before the wake.
 	if err := v.Start(ctx); err != nil {
 		return vmm.OutcomeError, err
 	}
 	if resume != nil {
+		log.Info().Str("state", resume.SpentTo).Msg("state file moved aside before the wake: it cannot be resumed again")
 		fmt.Fprint(opts.Stderr, resume.Timeline.String())
 		resume.Timeline.LogSummary(log)
-		moveAsideResumed(opts.Incoming, log)
 	}
 	return v.Wait()
 }
@@ -160,20 +161,6 @@ func commands(m served, suspend func(context.Context) error, version string, log
 			st := m.Status()
 			return vmm.ControlResponse{OK: true, Status: &st, Timeline: tl, After: m.Finish}
 		},
-	}
-}
-
-// moveAsideResumed renames the state file of a guest that runs again: it
-// must never be resumed again.
-func moveAsideResumed(path string, log zerolog.Logger) {
-	moved, err := state.MoveAsideResumed(path)
-	switch {
-	case moved != "" && err == nil:
-		log.Info().Str("state", moved).Msg("state file moved aside: it cannot be resumed again")
-	case moved == "":
-		log.Error().Err(err).Str("state", path).Msg("the guest runs, but its state file is still in place: REMOVE IT BY HAND, resuming it again would corrupt the guest")
-	case err != nil:
-		log.Warn().Err(err).Msg("state file moved aside, not yet durably")
 	}
 }
 
