@@ -284,8 +284,11 @@ func (u *updater) save(v PlanVM, prog *progress) SaveResult {
 	prog.set(v.Name, "state durable; waiting for pmvm to exit", false)
 	// pmvm exits once it has answered; until then it holds the VM's
 	// sockets and memory lock, which a rollback needs.
-	if !lifecycle.WaitExited(v.Control, pmvmExitWait, u.tl, v.Name) {
+	switch lifecycle.WaitExited(v.Control, pmvmExitWait, u.tl, v.Name) {
+	case lifecycle.PMVMRunning:
 		log.Warn().Str("control", v.Control).Msg("pmvm has not exited after saving; the kexec will end it")
+	case lifecycle.PMVMDied:
+		log.Warn().Str("control", v.Control).Msg("pmvm died after saving, without closing its control socket; the state file is read back below")
 	}
 	// Read the state file back: what the new kernel's pmvm will read.
 	f, err := state.ReadFile(v.StatePath)
