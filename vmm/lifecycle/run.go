@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -14,6 +16,7 @@ import (
 
 	"github.com/pmvm/pmvm/configs"
 	"github.com/pmvm/pmvm/guestpm"
+	"github.com/pmvm/pmvm/pmem"
 	"github.com/pmvm/pmvm/pmem/memspec"
 	"github.com/pmvm/pmvm/state"
 	"github.com/pmvm/pmvm/vmm"
@@ -65,6 +68,11 @@ func Run(cfg *configs.VM, opts RunOptions) (vmm.Outcome, error) {
 	mem, err := vmm.Preflight(cfg, opts.Incoming != "")
 	if err != nil {
 		return vmm.OutcomeError, err
+	}
+	if opts.Incoming == "" {
+		if err := refuseBootOverSavedMemory(cfg, opts.Host, opts.ConfigPath, mem); err != nil {
+			return vmm.OutcomeError, err
+		}
 	}
 	// Before guest memory is mapped and vCPU threads start, so that every
 	// page and thread of this VM is in its cgroup.
@@ -184,6 +192,76 @@ func refuseBootOverSaved(cfg *configs.VM, h HostConfig, cfgPath string) error {
 	}
 	return fmt.Errorf("VM %q has %s in %s (state_dir of host config %s): booting it afresh would overwrite the memory that guest is suspended in. "+
 		"Resume it: pmvm run %s --incoming %s; or, to discard that guest for good, move the file out of %s first", cfg.Name, what, p, h.Path, cfgPath, p, h.Host.StateDir)
+}
+
+// refuseBootOverSavedMemory refuses to boot a VM afresh on memory that a
+// guest saved in the host's state_dir is suspended in, whichever VM that
+// guest is: a config may name another VM's backing (the same device-dax
+// namespace, the same file). Each *.state file's memory sections record
+// the identity of its backings; mem is Preflight's verdicts on cfg's.
+// State files that do not read are left to refuseBootOverSaved and pmvm
+// host restore.
+func refuseBootOverSavedMemory(cfg *configs.VM, h HostConfig, cfgPath string, mem *pmem.Report) error {
+	if h.Host == nil || mem == nil {
+		return nil
+	}
+	files, err := filepath.Glob(filepath.Join(h.Host.StateDir, "*.state"))
+	if err != nil {
+		return nil
+	}
+	for _, p := range files {
+		if fi, err := os.Lstat(p); err != nil || !fi.Mode().IsRegular() {
+			continue // never opened: a FIFO would block the boot
+		}
+		f, err := state.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		for _, sec := range f.Sections {
+			if !strings.HasPrefix(sec.Name, "memory/") {
+				continue
+			}
+			var saved pmem.Identity
+			if sec.DecodeJSON(&saved) != nil {
+				continue
+			}
+			for _, b := range mem.Blocks {
+				if b.Identity == nil || !sameBacking(saved, *b.Identity) {
+					continue
+				}
+				return fmt.Errorf("VM %q: memory block %q (%s) is the memory that VM %q is suspended in, saved %s in %s (state_dir of host config %s): "+
+					"booting on it would overwrite that guest; nothing was started and guest memory was not touched. "+
+					"Resume that guest first (pmvm host restore, or pmvm run ITS-CONFIG --incoming %s), give %s other memory, "+
+					"or, to discard that guest for good, move %s out of %s",
+					cfg.Name, b.Block, b.Backing, f.Header.VMName, f.Header.Created.UTC().Format(time.RFC3339), p, h.Path, p, cfgPath, p, h.Host.StateDir)
+			}
+		}
+	}
+	return nil
+}
+
+// sameBacking reports whether two backing identities name the same memory,
+// whatever the size each maps of it: a device-dax namespace by its uuid
+// (or, without one, its device number, whatever node names it); a file by
+// its inode on its filesystem (on fsdax, whose block device may be
+// numbered differently after a kexec, by its inode at the same path).
+// Anonymous and memfd memory is never shared between VMs.
+func sameBacking(a, b pmem.Identity) bool {
+	if a.Kind != b.Kind {
+		return false
+	}
+	switch a.Kind {
+	case pmem.KindAnonymous, pmem.KindMemfd:
+		return false
+	case pmem.KindDevDax:
+		if a.DaxUUID != "" && b.DaxUUID != "" {
+			return a.DaxUUID == b.DaxUUID
+		}
+		return a.Rdev == b.Rdev
+	case pmem.KindFsDax:
+		return a.Ino == b.Ino && (a.Dev == b.Dev || a.Path == b.Path)
+	}
+	return a.Ino == b.Ino && a.Dev == b.Dev
 }
 
 // JoinCgroup moves this pmvm into the VM's cgroup with its limits, made as
