@@ -105,6 +105,11 @@ func Restore(ctx context.Context, host *configs.Host, opts RestoreOptions) (*Res
 		return nil, err
 	}
 	defer lock.release()
+	// The update that saved these VMs is over (after --no-reboot its
+	// marker is still there): VMs may start again, these first.
+	if err := lifecycle.UnmarkUpdate(host.RuntimeDir); err != nil {
+		return nil, err
+	}
 
 	rep := &RestoreReport{}
 	files, err := filepath.Glob(filepath.Join(host.StateDir, "*.state"))

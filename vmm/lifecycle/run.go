@@ -55,6 +55,9 @@ const setTimeBudget = 60 * time.Second
 // save, wakeup, status, stop).
 func Run(cfg *configs.VM, opts RunOptions) (vmm.Outcome, error) {
 	log := opts.Log
+	if err := refuseDuringUpdate(opts.Host); err != nil {
+		return vmm.OutcomeError, err
+	}
 	if opts.Incoming == "" {
 		if err := refuseBootOverSaved(cfg, opts.Host, opts.ConfigPath); err != nil {
 			return vmm.OutcomeError, err
