@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -70,7 +71,7 @@ func Run(cfg *configs.VM, opts RunOptions) (vmm.Outcome, error) {
 	// descriptor it maps.
 	mem, err := vmm.Preflight(cfg, opts.Incoming != "")
 	if err != nil {
-		return vmm.OutcomeError, err
+		return vmm.OutcomeError, preflightRefusal(cfg, err)
 	}
 	if opts.Incoming == "" {
 		if err := refuseBootOverSavedMemory(cfg, opts.Host, opts.ConfigPath, mem); err != nil {
@@ -175,6 +176,29 @@ func commands(m served, suspend func(context.Context) error, version string, log
 	}
 }
 
+// ErrBackingMissing is wrapped by Run's refusal of a VM whose memory
+// backing does not exist (on a resume, even with create = true: there is
+// no guest memory to create). Like a backing that cannot honour the mode
+// (pmem.ErrModeRefused), it is the config that cannot run on this host.
+var ErrBackingMissing = errors.New("a memory backing does not exist")
+
+// missingBacking is an error that wraps ErrBackingMissing too.
+type missingBacking struct{ error }
+
+func (missingBacking) Is(target error) bool { return target == ErrBackingMissing }
+
+// preflightRefusal is Preflight's refusal err, which comes before anything
+// is created or mapped, saying so; a missing memory backing is marked
+// ErrBackingMissing (the probe is cheap and repeated only here: a missing
+// kernel is not one).
+func preflightRefusal(cfg *configs.VM, err error) error {
+	err = fmt.Errorf("%w; nothing was started and guest memory was not touched", err)
+	if _, verr := pmem.Verdicts(vmm.MemorySpecs(cfg)...); verr != nil && errors.Is(verr, fs.ErrNotExist) {
+		return missingBacking{err}
+	}
+	return err
+}
+
 // refuseBootOverSaved refuses to boot a VM afresh while the host's
 // state_dir holds its saved guest: the new boot would overwrite the memory
 // that guest is suspended in. pmvm host update saves there, and a restore
@@ -193,7 +217,7 @@ func refuseBootOverSaved(cfg *configs.VM, h HostConfig, cfgPath string) error {
 	} else {
 		what = fmt.Sprintf("a state file that does not read (%v)", err)
 	}
-	return fmt.Errorf("VM %q has %s in %s (state_dir of host config %s): booting it afresh would overwrite the memory that guest is suspended in. "+
+	return fmt.Errorf("VM %q has %s in %s (state_dir of host config %s): booting it afresh would overwrite the memory that guest is suspended in; nothing was started and guest memory was not touched. "+
 		"Resume it: pmvm run %s --incoming %s; or, to discard that guest for good, move the file out of %s first", cfg.Name, what, p, h.Path, cfgPath, p, h.Host.StateDir)
 }
 
@@ -286,7 +310,7 @@ func JoinCgroup(cfg *configs.VM, h HostConfig, log zerolog.Logger) error {
 	lim := cgroup.LimitsFor(cfg, h.Host.Limits)
 	cg, moved, err := cgroup.Join(cfg.Name, h.Host.Limits.CgroupParent, lim)
 	if err != nil {
-		return fmt.Errorf("%w; nothing was started (cgroup from host config %s)", err, h.Path)
+		return fmt.Errorf("%w; nothing was started and guest memory was not touched (cgroup from host config %s)", err, h.Path)
 	}
 	log.Info().Str("cgroup", cg.String()).Str("limits", lim.String()).Bool("moved", moved).Str("host_config", h.Path).Msg("running in the VM's cgroup")
 	return nil

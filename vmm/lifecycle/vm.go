@@ -36,6 +36,14 @@ type Resume struct {
 func BeginResume(cfg *configs.VM, path string, started time.Time, mem *pmem.Report) (*Resume, error) {
 	r := &Resume{Path: path, Timeline: timeline.New("resume")}
 	r.Timeline.Add(started, "", StepProcessStart, "")
+	if mem != nil {
+		for _, b := range mem.Blocks {
+			if b.Missing {
+				return nil, missingBacking{fmt.Errorf("%s cannot resume VM %q: memory block %q: %s does not exist, so the guest's memory is not there (create = true does not apply to a resume); "+
+					"nothing was started and guest memory was not touched: fix backing in the config, or bring the memory back", path, cfg.Name, b.Block, b.Backing)}
+			}
+		}
+	}
 	in, err := vmm.CheckIncoming(cfg, path, mem)
 	if err != nil {
 		return nil, err
