@@ -64,9 +64,17 @@ type RollbackResult struct {
 	Err    error  // the VM is not back
 }
 
+// LostVM is a VM the update leaves to the kexec, unsaved
+// (Plan.SkipUnsaveable).
+type LostVM struct {
+	VM, Config string
+	Why        string
+}
+
 // Result is the outcome of Update.
 type Result struct {
 	Saves    []SaveResult
+	Lost     []LostVM // killed unsaved by the kexec (--skip-unsaveable)
 	Rollback []RollbackResult
 	Loaded   bool // the new kernel is loaded (and not unloaded)
 	Timeline *timeline.Timeline
@@ -185,8 +193,18 @@ func (u *updater) env(phase string) HookEnv {
 	return e
 }
 
+// lose records v as left to the kexec, unsaved, and says so.
+func (u *updater) lose(name, config, why string) {
+	u.res.Lost = append(u.res.Lost, LostVM{VM: name, Config: config, Why: why})
+	fmt.Fprintf(u.out, "VM %q will be killed unsaved by the kexec (--skip-unsaveable): %s\n", name, firstLine(why))
+	u.log.Warn().Str("vm", name).Str("why", why).Msg("left to the kexec unsaved (--skip-unsaveable)")
+}
+
 func (u *updater) run(ctx context.Context) error {
 	vms := u.plan.Carried()
+	for _, v := range u.plan.Skipped() {
+		u.lose(v.Name, v.Config, v.Reason)
+	}
 	// 1. pre-save: nothing is touched yet, so a failure just stops.
 	if h := u.host.Hooks.PreSave; h != nil {
 		fmt.Fprintf(u.out, "pre-save hook: %s\n", strings.Join(h.Command, " "))
@@ -217,8 +235,12 @@ func (u *updater) run(ctx context.Context) error {
 	wg.Wait()
 	prog.close()
 	var saveErrs []error
-	for _, s := range u.res.Saves {
-		if s.Err != nil {
+	for i, s := range u.res.Saves {
+		switch {
+		case s.Err == nil:
+		case u.plan.SkipUnsaveable:
+			u.lose(s.VM, vms[i].Config, "its save failed: "+s.Err.Error())
+		default:
 			saveErrs = append(saveErrs, fmt.Errorf("VM %q: %w", s.VM, s.Err))
 		}
 	}
@@ -297,10 +319,16 @@ func (u *updater) recheck() error {
 		carried[canonical(v.Config)] = true
 	}
 	var found []string
-	reported := map[string]bool{}
+	reported := map[string]bool{} // also: left to the kexec on purpose
+	for _, l := range u.res.Lost {
+		reported[canonical(l.Config)] = true
+	}
 	files, _ := filepath.Glob(filepath.Join(u.host.VMDir, "*.toml"))
 	sort.Strings(files)
 	for _, file := range files {
+		if reported[canonical(file)] {
+			continue
+		}
 		cfg, err := configs.Load(file)
 		if err != nil {
 			continue

@@ -407,3 +407,51 @@ func slicesContains(s []string, v string) bool {
 	}
 	return false
 }
+
+// TestUpdateSkipUnsaveable proves the explicit policy that lets an update
+// go ahead without the VMs that cannot be carried over: by default one
+// such VM refuses the whole update; with SkipUnsaveable the plan says
+// which VMs the kexec will kill unsaved (one refused by the plan, one
+// whose guest agent then does not answer), the others are saved, the
+// second look before the kexec does not count the lost ones as new, and
+// the kexec goes ahead.
+func TestUpdateSkipUnsaveable(t *testing.T) {
+	root := t.TempDir()
+	h := testHost(t, root)
+	alpha := startFakeVM(t, h, "alpha", kindPreserved, vmm.StateRunning)
+	startFakeVM(t, h, "bad", kindModeNone, vmm.StateRunning)
+	awake := startFakeVM(t, h, "awake", kindPreserved, vmm.StateRunning)
+	awake.saveErr = "the guest agent did not answer; the guest keeps running"
+	t.Cleanup(func() { stopRestored(t, alpha.control) })
+	kernel := fakeBzImage(t, root)
+
+	plan := NewPlan(h, PlanOptions{Kernel: kernel, KexecStatus: kexecOK})
+	require.Error(t, plan.Err(), "all or nothing by default")
+
+	plan = NewPlan(h, PlanOptions{Kernel: kernel, KexecStatus: kexecOK, SkipUnsaveable: true})
+	require.NoError(t, plan.Err())
+	var pout bytes.Buffer
+	plan.Print(&pout)
+	t.Log("\n" + pout.String())
+	assert.Contains(t, pout.String(), `VM "bad"`)
+	assert.Contains(t, pout.String(), "--skip-unsaveable: the kexec will kill 1 VM(s) unsaved")
+
+	var rec loadRecorder
+	var out bytes.Buffer
+	log, _ := testLog()
+	res, err := Update(context.Background(), plan, rec.options(Options{Log: log, Out: &out, PMVM: fakePMVMCommand(t)}))
+	t.Log("\n" + out.String())
+	require.NoError(t, err)
+	assert.Equal(t, 1, rec.boots, "the kexec goes ahead")
+	assert.FileExists(t, h.StatePath("alpha"))
+	assert.NoFileExists(t, h.StatePath("awake"))
+	lost := map[string]string{}
+	for _, l := range res.Lost {
+		lost[l.VM] = l.Why
+	}
+	assert.Contains(t, lost["bad"], `mode is "none"`)
+	assert.Contains(t, lost["awake"], "guest agent did not answer")
+	assert.Len(t, lost, 2)
+	assert.Contains(t, out.String(), `VM "awake" will be killed unsaved by the kexec (--skip-unsaveable)`)
+	assert.Equal(t, []string{"status", "status", "save"}, awake.commands(), "asked by the two plans, then to save; no rollback, and not counted as new before the kexec")
+}

@@ -35,7 +35,7 @@ usage:
   pmvm wakeup NAME                            wake a suspended guest
   pmvm save NAME --state FILE [--timeout D]   suspend (if running), save the state durably, exit
   pmvm state inspect FILE [--json]            show a state file's header and every section
-  pmvm host update --kernel K [--initrd I] (--cmdline C | --reuse-cmdline) [--dry-run] [--no-reboot] [--config F]
+  pmvm host update --kernel K [--initrd I] (--cmdline C | --reuse-cmdline) [--dry-run] [--no-reboot] [--skip-unsaveable] [--config F]
                                               save every VM, kexec into kernel K
   pmvm host restore [--config F]              resume the VMs saved by a host update (run at boot)
   pmvm version
