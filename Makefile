@@ -21,7 +21,8 @@ deps:
 build:
 	CGO_ENABLED=0 $(GO) build -o bin/pmvm ./cmd/pmvm
 
-# test: gofmt, vet, shellcheck of the lab's scripts, unit tests, tiny guests on a KVM host, ACPI tables
+# test: gofmt, vet, shellcheck of the lab's scripts, unit tests, a short run
+# of every fuzz target, tiny guests on a KVM host, ACPI tables
 # through iasl, then the lab (a nested KVM host under QEMU TCG booting a
 # real guest), and a summary at the end: where the packages that need a
 # KVM host ran (this machine's /dev/kvm, or a lab host when it has none;
@@ -36,8 +37,8 @@ test: deps
 	echo; $(GO) run ./qa/cmd/testsummary $(TEST_SUMMARY); \
 	if [ $$rc != 0 ]; then echo "make test: FAILED (see above)"; else echo "make test: all passed"; fi; exit $$rc
 
-.PHONY: test-steps test-fmt test-vet test-shellcheck test-unit test-bench-smoke test-lab
-test-steps: test-fmt test-vet test-shellcheck test-unit test-bench-smoke test-lab
+.PHONY: test-steps test-fmt test-vet test-shellcheck test-unit test-fuzz test-bench-smoke test-lab
+test-steps: test-fmt test-vet test-shellcheck test-unit test-fuzz test-bench-smoke test-lab
 test-fmt:
 	@unformatted=$$($$($(GO) env GOROOT)/bin/gofmt -l $$(git ls-files '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt -w these files:"; echo "$$unformatted"; exit 1; fi
@@ -52,6 +53,9 @@ test-shellcheck:
 # -count=1: the summary says where each package ran, so they really run.
 test-unit:
 	$(GO) test $(GOTEST_FLAGS) -count=1 $(UNIT_PKGS)
+# A short run of every fuzz target (make fuzz runs them longer).
+test-fuzz:
+	@$(MAKE) --no-print-directory fuzz FUZZTIME=$(TEST_FUZZTIME)
 test-bench-smoke:
 	@echo "bench smoke: every benchmark once, so make bench keeps working"
 	$(GO) test $(GOTEST_FLAGS) -run '^$$' -bench . -benchtime 1x ./qa/bench ./qa/bench/cycle
@@ -89,6 +93,7 @@ bench: deps
 # fuzz runs every fuzz target of the repo (found by name, so a new one is
 # never left out) for FUZZTIME each.
 FUZZTIME ?= 30s
+TEST_FUZZTIME ?= 5s
 fuzz:
 	@set -e; for f in $$(grep -rl --include='*_test.go' '^func Fuzz' . | sort); do \
 		dir=./$$(dirname $${f#./}); \

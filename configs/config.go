@@ -154,6 +154,25 @@ func (m *Memory) IsFile() bool {
 type Console struct {
 	Output ConsoleOutput `toml:"output"` // "" means ConsoleStdout
 	Path   string        `toml:"path"`   // required iff Output is ConsoleFile
+	// MaxSize caps the file of output = "file": when it would grow past
+	// it, the file is moved to <path>.1 (replacing the previous one) and a
+	// new one started, so the console takes at most twice MaxSize on disk.
+	// Zero means DefaultConsoleMaxSize.
+	MaxSize Size `toml:"max_size"`
+}
+
+// DefaultConsoleMaxSize is console.max_size when the config leaves it out.
+const DefaultConsoleMaxSize = 64 << 20
+
+// MinConsoleMaxSize is the smallest console.max_size accepted.
+const MinConsoleMaxSize = 64 << 10
+
+// MaxSizeOrDefault is MaxSize, or DefaultConsoleMaxSize when it is not set.
+func (c Console) MaxSizeOrDefault() uint64 {
+	if c.MaxSize == 0 {
+		return DefaultConsoleMaxSize
+	}
+	return c.MaxSize.Bytes()
 }
 
 // Agent is the qemu-guest-agent line (COM2), exposed on a unix socket.

@@ -201,9 +201,19 @@ func DefaultHost() *Host {
 	return h
 }
 
-// LoadHost reads, decodes and validates the host config at path. Every
-// error starts with path.
-func LoadHost(path string) (*Host, error) { return load(path, "host config", DecodeHost) }
+// LoadHost reads, decodes and validates the host config at path, and
+// checks that only root (or the user pmvm runs as) can change it or what
+// it points to (CheckTrust). Every error starts with path.
+func LoadHost(path string) (*Host, error) {
+	h, err := load(path, "host config", DecodeHost)
+	if err != nil {
+		return nil, err
+	}
+	if err := h.CheckTrust(path); err != nil {
+		return nil, prefixEach(path, err)
+	}
+	return h, nil
+}
 
 // DecodeHost strictly decodes a host config from r and applies defaults; it
 // does not validate. Errors are *FileError values as for Decode.

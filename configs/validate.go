@@ -178,6 +178,12 @@ func (v *VM) Validate() error {
 	default:
 		bad("console.output", "%q is not one of \"stdout\", \"file\", \"none\"", v.Console.Output)
 	}
+	switch {
+	case v.Console.MaxSize != 0 && v.Console.Output != ConsoleFile:
+		bad("console.max_size", "set but console.output is %q; max_size caps the file of output = \"file\"", v.Console.outputOrDefault())
+	case v.Console.MaxSize != 0 && v.Console.MaxSize < MinConsoleMaxSize:
+		bad("console.max_size", "%s is less than the minimum %s", v.Console.MaxSize, Size(MinConsoleMaxSize))
+	}
 
 	// sockets
 	sockets := []struct{ field, path string }{

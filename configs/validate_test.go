@@ -52,6 +52,9 @@ func TestValidateAccepts(t *testing.T) {
 		{"a device-dax path is just a path here", func(v *VM) { v.Memory[1].Backing = "/dev/dax0.0"; v.Memory[1].Create = false }},
 		{"console to a file", func(v *VM) { v.Console = Console{Output: ConsoleFile, Path: "/var/log/demo.log"} }},
 		{"console discarded", func(v *VM) { v.Console.Output = ConsoleNone }},
+		{"console file capped", func(v *VM) {
+			v.Console = Console{Output: ConsoleFile, Path: "/var/log/demo.log", MaxSize: Size(MinConsoleMaxSize)}
+		}},
 		{"a socket path of exactly 107 bytes", func(v *VM) { v.Agent.Socket = "/" + strings.Repeat("a", MaxSocketPath-1) }},
 		{"restart mode with memfd and a shared file", func(v *VM) {
 			v.Mode = memspec.ModeRestart
@@ -168,6 +171,11 @@ func TestValidateRefuses(t *testing.T) {
 			`console.path: missing; output = "file" needs path = "/absolute/file"`},
 		{"a console path without output = file is a mistake", func(v *VM) { v.Console.Path = "/var/log/demo.log" },
 			`console.path: set but console.output is "stdout"`},
+		{"a console max_size without output = file is a mistake", func(v *VM) { v.Console.MaxSize = Size(1 << 30) },
+			`console.max_size: set but console.output is "stdout"`},
+		{"a console max_size too small to hold a boot", func(v *VM) {
+			v.Console = Console{Output: ConsoleFile, Path: "/var/log/demo.log", MaxSize: 4096}
+		}, `console.max_size: 4KiB is less than the minimum 64KiB`},
 		{"the console path is absolute", func(v *VM) { v.Console = Console{Output: ConsoleFile, Path: "demo.log"} },
 			`console.path: "demo.log" is not an absolute path`},
 		{"the agent socket is required", func(v *VM) { v.Agent.Socket = "" },

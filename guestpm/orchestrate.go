@@ -18,6 +18,12 @@ type Machine interface {
 	// WaitSuspended returns once the guest has written S3 to PM1a_CNT and
 	// every vCPU is parked, or ctx ends.
 	WaitSuspended(ctx context.Context) error
+	// WakeOnSuspend says what the guest's next S3 entry leads to: staying
+	// in S3 (false: a suspend is asked for), or a wake at once (true, why:
+	// the suspend asked for was given up on, and a guest reaching S3 late
+	// would be left asleep with nothing to wake it); true also wakes a
+	// guest already in S3.
+	WakeOnSuspend(wake bool, why string)
 }
 
 // Line hands out the agent's serial line for the length of one operation.
@@ -29,8 +35,8 @@ type Line interface {
 // Suspend asks the guest agent to suspend the guest to RAM and waits until
 // the machine is really in S3. On any failure (no agent, the agent refuses,
 // the guest never reaches S3 within ctx) it returns an error that says what
-// happened; the guest is never forced: it keeps running or finishes its own
-// suspend.
+// happened; the guest is never forced: it keeps running, or, should it
+// still reach S3 after Suspend gave up, the machine wakes it at once.
 func Suspend(ctx context.Context, m Machine, line Line, log zerolog.Logger) (time.Duration, error) {
 	start := time.Now()
 	if st := m.RunState(); st != "running" {
@@ -43,6 +49,13 @@ func Suspend(ctx context.Context, m Machine, line Line, log zerolog.Logger) (tim
 	defer release()
 	c := New(conn, Options{Log: log})
 	defer c.Close()
+	// From here the guest may get the request: a late S3 must not be left
+	// asleep if this suspend fails.
+	m.WakeOnSuspend(false, "")
+	giveUp := func(err error) (time.Duration, error) {
+		m.WakeOnSuspend(true, err.Error())
+		return 0, err
+	}
 
 	// Stop waiting for a late error reply as soon as the guest is in S3.
 	sctx, cancel := context.WithCancel(ctx)
@@ -57,15 +70,15 @@ func Suspend(ctx context.Context, m Machine, line Line, log zerolog.Logger) (tim
 	}()
 
 	if err := c.SuspendRAM(sctx); err != nil && !errors.Is(err, context.Canceled) {
-		return 0, fmt.Errorf("%w; the guest keeps running", err)
+		return giveUp(fmt.Errorf("%w; the guest keeps running (should it still reach S3, pmvm wakes it)", err))
 	}
 	select {
 	case err := <-inS3:
 		if err != nil {
-			return 0, fmt.Errorf("the guest did not reach S3 within %s after guest-suspend-ram (machine is %s): %w", time.Since(start).Round(time.Millisecond), m.RunState(), err)
+			return giveUp(fmt.Errorf("the guest did not reach S3 within %s after guest-suspend-ram (machine is %s; should it still reach S3, pmvm wakes it): %w", time.Since(start).Round(time.Millisecond), m.RunState(), err))
 		}
 	case <-ctx.Done():
-		return 0, fmt.Errorf("the guest did not reach S3 within %s after guest-suspend-ram (machine is %s)", time.Since(start).Round(time.Millisecond), m.RunState())
+		return giveUp(fmt.Errorf("the guest did not reach S3 within %s after guest-suspend-ram (machine is %s; should it still reach S3, pmvm wakes it)", time.Since(start).Round(time.Millisecond), m.RunState()))
 	}
 	took := time.Since(start)
 	log.Info().Dur("took", took).Msg("guest suspended to RAM through its agent")

@@ -23,6 +23,23 @@ type fakeMachine struct {
 	s3    chan struct{}
 	once  sync.Once
 	waits int
+	// wakeOnS3 records WakeOnSuspend's calls: "" for false, why for true.
+	wakeOnS3 []string
+}
+
+func (m *fakeMachine) WakeOnSuspend(wake bool, why string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !wake {
+		why = ""
+	}
+	m.wakeOnS3 = append(m.wakeOnS3, why)
+}
+
+func (m *fakeMachine) wakeOnSuspendCalls() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]string(nil), m.wakeOnS3...)
 }
 
 func newFakeMachine() *fakeMachine { return &fakeMachine{state: "running", s3: make(chan struct{})} }
@@ -142,6 +159,10 @@ func TestSuspendFailsWhenGuestNeverReachesS3(t *testing.T) {
 			b, r := line.counts()
 			assert.Equal(t, 1, b)
 			assert.Equal(t, 1, r, "the line is given back")
+			calls := m.wakeOnSuspendCalls()
+			require.Len(t, calls, 2, "a late S3 is first kept (the request goes out), then woken (the suspend is given up on)")
+			assert.Empty(t, calls[0])
+			assert.Contains(t, calls[1], "did not reach S3", "the machine is told why it must wake a late S3")
 		})
 	}
 }
@@ -219,6 +240,7 @@ func TestSuspendReachesS3(t *testing.T) {
 			b, r := line.counts()
 			assert.Equal(t, 1, b)
 			assert.Equal(t, 1, r, "the line is given back")
+			assert.Equal(t, []string{""}, m.wakeOnSuspendCalls(), "a suspend that succeeds keeps the guest in S3")
 		})
 	}
 }

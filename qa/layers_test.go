@@ -19,6 +19,7 @@ var allowedImports = map[string][]string{
 	"vmm/x86/bzimage": {},
 	"vmm/kvm":         {},
 	"vmm/acpi":        {},
+	"vmm/seccomp":     {},
 	"guestpm":         {},
 	"configs":         {"pmem/memspec"},
 	"state":           {"pmem/memspec"},

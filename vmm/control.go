@@ -2,15 +2,18 @@ package vmm
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
 	"github.com/pmvm/pmvm/vmm/timeline"
 )
@@ -44,6 +47,8 @@ type ControlServer struct {
 	ln       net.Listener
 	path     string
 	commands map[string]CommandFunc
+	owner    uint32 // the uid answered besides root: the one pmvm runs as
+	log      zerolog.Logger
 }
 
 // controlReadTimeout drops idle clients so they cannot pile up.
@@ -51,6 +56,11 @@ const controlReadTimeout = 30 * time.Second
 
 // maxControlLine bounds a request line: the socket is an input like any other.
 const maxControlLine = 64 << 10
+
+// maxControlConns bounds the control connections served at once, and so
+// the descriptors clients can make pmvm hold; idle ones are dropped after
+// controlReadTimeout.
+const maxControlConns = 16
 
 // maxCommandTimeout caps the timeout a client may ask for.
 const maxCommandTimeout = 10 * time.Minute
@@ -62,7 +72,13 @@ func ServeControl(path string, m *Machine, log zerolog.Logger, extra map[string]
 	if err != nil {
 		return nil, err
 	}
-	s := &ControlServer{ln: ln, path: path, commands: map[string]CommandFunc{
+	return serveControlOn(ln, path, uint32(os.Getuid()), m, log, extra), nil
+}
+
+// serveControlOn serves the control socket listening as ln at path, to
+// uid owner and root.
+func serveControlOn(ln net.Listener, path string, owner uint32, m *Machine, log zerolog.Logger, extra map[string]CommandFunc) *ControlServer {
+	s := &ControlServer{ln: ln, path: path, owner: owner, log: log, commands: map[string]CommandFunc{
 		"status": func(context.Context, ControlRequest) ControlResponse {
 			st := m.Status()
 			return ControlResponse{OK: true, Status: &st}
@@ -83,32 +99,55 @@ func ServeControl(path string, m *Machine, log zerolog.Logger, extra map[string]
 	for name, f := range extra {
 		s.commands[name] = f
 	}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go s.serve(c)
+	slots := make(chan struct{}, maxControlConns)
+	go acceptLoop(ln, log, path, func(c net.Conn) {
+		select {
+		case slots <- struct{}{}:
+			go func() {
+				defer func() { <-slots }()
+				s.serve(c)
+			}()
+		default:
+			go refuseBusy(c)
 		}
-	}()
-	return s, nil
+	})
+	return s
+}
+
+// refuseBusy answers a connection beyond maxControlConns with an error
+// line and closes it.
+func refuseBusy(c net.Conn) {
+	defer c.Close()
+	c.SetWriteDeadline(time.Now().Add(time.Second))
+	json.NewEncoder(c).Encode(ControlResponse{Error: fmt.Sprintf("too many control connections (%d open): close idle ones and try again", maxControlConns)})
 }
 
 func (s *ControlServer) serve(c net.Conn) {
 	defer c.Close()
-	sc := bufio.NewScanner(c)
-	sc.Buffer(make([]byte, 4096), maxControlLine)
 	enc := json.NewEncoder(c)
+	answer := func(resp ControlResponse) error {
+		c.SetWriteDeadline(time.Now().Add(controlReadTimeout))
+		return enc.Encode(resp)
+	}
+	if err := s.checkPeer(c); err != nil {
+		s.log.Warn().Err(err).Str("socket", s.path).Msg("control connection refused")
+		answer(ControlResponse{Error: err.Error()})
+		return
+	}
+	r := bufio.NewReaderSize(c, 4096)
 	for {
 		c.SetReadDeadline(time.Now().Add(controlReadTimeout))
-		if !sc.Scan() {
+		line, err := readLine(r, maxControlLine)
+		if errors.Is(err, errLineTooLong) {
+			answer(ControlResponse{Error: fmt.Sprintf("request line longer than %d bytes: send one JSON object per line; closing the connection", maxControlLine)})
 			return
 		}
-		var req ControlRequest
+		if err != nil {
+			return
+		}
 		var resp ControlResponse
-		if err := json.Unmarshal(sc.Bytes(), &req); err != nil {
-			resp.Error = "request is not JSON: " + err.Error()
+		if req, err := decodeRequest(line); err != nil {
+			resp.Error = err.Error()
 		} else if f, ok := s.commands[req.Command]; !ok {
 			resp.Error = fmt.Sprintf("unknown command %q (known: %s)", req.Command, s.names())
 		} else {
@@ -122,8 +161,7 @@ func (s *ControlServer) serve(c net.Conn) {
 			resp.Took = time.Since(start)
 			cancel()
 		}
-		c.SetWriteDeadline(time.Now().Add(controlReadTimeout))
-		err := enc.Encode(resp)
+		err = answer(resp)
 		if resp.After != nil {
 			resp.After()
 		}
@@ -131,6 +169,76 @@ func (s *ControlServer) serve(c net.Conn) {
 			return
 		}
 	}
+}
+
+// checkPeer lets in only the socket's owner (the uid pmvm runs as) and
+// root, by the credentials the kernel recorded at connect (SO_PEERCRED):
+// the socket file's mode is a first gate, not the only one.
+func (s *ControlServer) checkPeer(c net.Conn) error {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return fmt.Errorf("control connection is not a unix socket (%T): refused", c)
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("cannot read the peer's credentials: %w", err)
+	}
+	var cred *unix.Ucred
+	var credErr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return fmt.Errorf("cannot read the peer's credentials: %w", err)
+	}
+	if credErr != nil {
+		return fmt.Errorf("cannot read the peer's credentials (SO_PEERCRED): %w", credErr)
+	}
+	if cred.Uid != s.owner && cred.Uid != 0 {
+		return fmt.Errorf("uid %d is not allowed on this control socket (pid %d): only uid %d, which runs this pmvm, and root are", cred.Uid, cred.Pid, s.owner)
+	}
+	return nil
+}
+
+// errLineTooLong: a request line beyond maxControlLine.
+var errLineTooLong = errors.New("line too long")
+
+// readLine reads one line of at most max bytes (without its "\n" or
+// "\r\n"); a last line without a newline counts. Beyond max it stops
+// reading and returns errLineTooLong.
+func readLine(r *bufio.Reader, max int) ([]byte, error) {
+	var line []byte
+	for {
+		chunk, err := r.ReadSlice('\n')
+		if len(line)+len(chunk) > max+1 { // +1: the newline
+			return nil, errLineTooLong
+		}
+		line = append(line, chunk...)
+		switch {
+		case err == nil:
+			return bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r")), nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		case errors.Is(err, io.EOF) && len(line) > 0:
+			return bytes.TrimSuffix(line, []byte("\r")), nil
+		default:
+			return nil, err
+		}
+	}
+}
+
+// decodeRequest reads one request strictly: one JSON object whose fields
+// are all ControlRequest's (a misspelt field must not be ignored).
+func decodeRequest(line []byte) (ControlRequest, error) {
+	var req ControlRequest
+	dec := json.NewDecoder(bytes.NewReader(line))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return req, fmt.Errorf("request is not JSON for a control request: %v", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return req, errors.New("request is not one JSON object: send one object per line")
+	}
+	return req, nil
 }
 
 func (s *ControlServer) names() string {

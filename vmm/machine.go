@@ -14,6 +14,7 @@ import (
 
 	"github.com/pmvm/pmvm/configs"
 	"github.com/pmvm/pmvm/pmem"
+	"github.com/pmvm/pmvm/state"
 	"github.com/pmvm/pmvm/vmm/acpi"
 	"github.com/pmvm/pmvm/vmm/devices"
 	"github.com/pmvm/pmvm/vmm/devices/acpipm"
@@ -39,6 +40,12 @@ type Machine struct {
 	cfg *configs.VM
 	log zerolog.Logger
 
+	// hw guards vm and vcpus against Close: it is held for reading by
+	// whoever uses them from outside New and Close (interrupt lines raised
+	// by device models and their host goroutines, kicks), and for writing
+	// by Close, which leaves them nil. The vCPU threads hold it only
+	// through those; Close runs after Run has returned.
+	hw      sync.RWMutex
 	sys     *kvm.System
 	vm      *kvm.VM
 	vcpus   []*kvm.VCPU
@@ -52,6 +59,13 @@ type Machine struct {
 
 	resets []vcpuReset // each vCPU's power-on state, restored at S3 wake
 
+	// Guest-triggered log sites, each rate-limited (guestlog.go).
+	guestLogs   guestLogs
+	logSleepTyp *guestLog // a sleep type the machine does not offer
+	logMMIO     *guestLog // MMIO to an unmapped address
+	logAlarm    *guestLog // an RTC alarm that could not wake the guest
+	logIRQ      *guestLog // an interrupt a device raised that KVM refused
+
 	// onWake runs in its own goroutine after every wake from S3 (set before Run).
 	onWake func(why string)
 
@@ -64,10 +78,17 @@ type Machine struct {
 	changed  chan struct{} // closed and replaced on every runstate change
 	parked   int           // vCPU threads parked (out of KVM_RUN) for S3
 	wakeGen  uint64        // bumped by each wake; parked threads wait for it
+	// wakeOnS3, when set, is why a suspend pmvm asked for was given up on:
+	// an S3 entry then wakes the guest at once (WakeOnSuspend). Guarded by mu.
+	wakeOnS3 string
 	outcome  Outcome
 	stopErr  error
 	started  time.Time
 	stopping chan struct{} // closed by stop
+
+	// writeStateFile writes a state file durably (state.WriteFile; tests
+	// wrap it to act while a save is in progress).
+	writeStateFile func(path string, f *state.File) error
 }
 
 // RunState is where the machine is in its life.
@@ -247,8 +268,9 @@ func MemorySpecs(cfg *configs.VM) []pmem.Spec {
 
 func newMachine(cfg *configs.VM, log zerolog.Logger) *Machine {
 	m := &Machine{cfg: cfg, log: log, runstate: StateCreated, since: time.Now(),
-		changed: make(chan struct{}), stopping: make(chan struct{})}
+		changed: make(chan struct{}), stopping: make(chan struct{}), writeStateFile: state.WriteFile}
 	m.cond = sync.NewCond(&m.mu)
+	m.logSleepTyp, m.logMMIO, m.logAlarm, m.logIRQ = m.guestLogs.site(), m.guestLogs.site(), m.guestLogs.site(), m.guestLogs.site()
 	return m
 }
 
@@ -258,9 +280,25 @@ type irqLine struct {
 	gsi uint32
 }
 
+// SetLevel drives the line; once the machine is closed it does nothing (a
+// host goroutine, such as the agent socket's, may still be feeding a device).
 func (l irqLine) SetLevel(high bool) {
+	l.m.hw.RLock()
+	defer l.m.hw.RUnlock()
+	if l.m.vm == nil {
+		return
+	}
 	if err := l.m.vm.SetIRQLine(l.gsi, high); err != nil {
-		l.m.log.Error().Err(err).Uint32("gsi", l.gsi).Msg("interrupt lost")
+		l.m.logIRQ.event(l.m.log.Error()).Err(err).Uint32("gsi", l.gsi).Msg("interrupt lost")
+	}
+}
+
+// kickAll gets every vCPU out of KVM_RUN (none once the machine is closed).
+func (m *Machine) kickAll() {
+	m.hw.RLock()
+	defer m.hw.RUnlock()
+	for _, c := range m.vcpus {
+		c.Kick()
 	}
 }
 
@@ -292,7 +330,7 @@ func (m *Machine) onSleep(typ uint8) {
 	case acpipm.SleepTypeS3:
 		m.enterS3()
 	default:
-		m.log.Warn().Uint8("slp_typ", typ).Msg("guest asked for a sleep state this machine does not offer; ignored")
+		m.logSleepTyp.event(m.log.Warn()).Uint8("slp_typ", typ).Msg("guest asked for a sleep state this machine does not offer; ignored")
 	}
 }
 
@@ -372,7 +410,8 @@ func (m *Machine) Boot() error {
 }
 
 // Close releases every resource the machine holds. The guest memory
-// backings are unmapped, never modified.
+// backings are unmapped, never modified. Host goroutines still feeding a
+// device (the agent socket's client) reach neither the VM nor its vCPUs.
 func (m *Machine) Close() error {
 	for _, d := range m.devs {
 		if d.close != nil {
@@ -380,6 +419,8 @@ func (m *Machine) Close() error {
 		}
 	}
 	m.devs = nil
+	m.hw.Lock()
+	defer m.hw.Unlock()
 	for _, c := range m.vcpus {
 		c.Close()
 	}

@@ -75,6 +75,12 @@ func (s *syncBuffer) String() string {
 
 func tinyMachine(t *testing.T, code []byte, vcpus int) (*Machine, *syncBuffer) {
 	t.Helper()
+	return tinyMachineWith(t, code, vcpus, nil)
+}
+
+// tinyMachineWith is tinyMachine with its config changed by edit first.
+func tinyMachineWith(t *testing.T, code []byte, vcpus int, edit func(*configs.VM)) (*Machine, *syncBuffer) {
+	t.Helper()
 	dir := t.TempDir()
 	kernel := filepath.Join(dir, "bzImage")
 	require.NoError(t, os.WriteFile(kernel, x86test.BzImage(code), 0o644))
@@ -85,6 +91,9 @@ func tinyMachine(t *testing.T, code []byte, vcpus int) (*Machine, *syncBuffer) {
 		Memory: []configs.Memory{
 			{Name: "ram0", Size: configs.Size(64 << 20), Backing: memspec.BackingAnonymous, Shared: true},
 		},
+	}
+	if edit != nil {
+		edit(cfg)
 	}
 	console := &syncBuffer{}
 	m, err := New(cfg, Options{Log: zerolog.New(zerolog.NewTestWriter(t)), Console: console})

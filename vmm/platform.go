@@ -33,10 +33,12 @@ var platformTable = []deviceEntry{
 			out = w.agent
 		}
 		u := uart.New(irq, out)
+		d := device{PortDevice: u, state: jsonState(u.State, u.SetState), wake: u.Reset}
 		if w.agent != nil {
 			w.agent.attach(u, w.log) // the guest agent's line
+			d.close = w.agent.detach
 		}
-		return device{PortDevice: u, state: jsonState(u.State, u.SetState), wake: u.Reset}
+		return d
 	}},
 	{kind: "cmos", base: x86.CMOSPort, ports: x86.CMOSPortCount, irq: x86.RTCIRQ, build: func(w wiring, irq devices.Line) device {
 		c := cmos.New(w.now, irq)

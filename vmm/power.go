@@ -106,10 +106,46 @@ func (m *Machine) enterS3() {
 		return
 	}
 	m.setStateLocked(StateSuspended)
+	abandoned := m.wakeOnS3
+	m.wakeOnS3 = ""
 	m.mu.Unlock()
 	m.log.Info().Msg("guest entered S3 (suspend to RAM)")
-	for _, c := range m.vcpus {
-		c.Kick()
+	m.kickAll()
+	if abandoned != "" {
+		go m.wakeLate(abandoned)
+	}
+}
+
+// WakeOnSuspend says what an S3 entry from now on leads to. wake false: the
+// guest stays in S3 (a suspend was asked for). wake true: the guest is woken
+// at once, because the suspend pmvm asked for was given up on (why) and
+// nothing else would ever wake it; a guest already in S3 is woken now.
+// Either way it holds for the next S3 entry only.
+func (m *Machine) WakeOnSuspend(wake bool, why string) {
+	m.mu.Lock()
+	if !wake {
+		m.wakeOnS3 = ""
+		m.mu.Unlock()
+		return
+	}
+	if why == "" {
+		why = "a suspend given up on"
+	}
+	suspended := m.runstate == StateSuspended
+	if !suspended {
+		m.wakeOnS3 = why
+	}
+	m.mu.Unlock()
+	if suspended {
+		go m.wakeLate(why)
+	}
+}
+
+// wakeLate wakes a guest that reached S3 after its suspend was given up on.
+func (m *Machine) wakeLate(why string) {
+	m.log.Warn().Str("why", why).Msg("the guest reached S3 after pmvm gave up on its suspend: waking it, so that it is not left asleep")
+	if err := m.Wake("late S3 after " + why); err != nil {
+		m.log.Error().Err(err).Msg("could not wake the guest that reached S3 late: pmvm wakeup it")
 	}
 }
 
@@ -172,6 +208,10 @@ func (m *Machine) Wake(why string) error {
 		return err
 	}
 	m.mu.Lock()
+	if m.isStopping() { // stopped while waking: stay stopping
+		m.mu.Unlock()
+		return fmt.Errorf("cannot wake: the machine was stopped while waking")
+	}
 	m.wakeGen++
 	m.setStateLocked(StateRunning)
 	m.mu.Unlock()

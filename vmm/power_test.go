@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pmvm/pmvm/vmm/acpi"
@@ -17,7 +18,10 @@ import (
 // machine suspended; Wake resets the boot vCPU into real mode at the FACS
 // waking vector with WAK_STS set in PM1_STS; the resumed code runs, reports
 // WAK_STS and powers off. The second vCPU stays waiting for SIPI throughout.
-func TestSuspendAndWakeAtTheFACSVector(t *testing.T) {
+// s3Guest is a tiny guest that prints 'S' and enters S3; woken, it runs
+// real-mode code at the FACS waking vector that prints 'W' and PM1_STS's
+// high byte (WAK_STS is its bit 7) and powers off.
+func s3Guest(t *testing.T) (*Machine, *syncBuffer) {
 	s3 := uint16(acpipm.SleepTypeS3)<<10 | 1<<13
 	s5 := uint16(acpipm.SleepTypeS5)<<10 | 1<<13
 	m, console := tinyMachine(t, []byte{
@@ -51,6 +55,11 @@ func TestSuspendAndWakeAtTheFACSVector(t *testing.T) {
 	_, err = m.mem.WriteAt(v[:], int64(m.tables.FACS+acpi.FACSFirmwareWakingVectorOffset))
 	require.NoError(t, err)
 
+	return m, console
+}
+
+func TestSuspendAndWakeAtTheFACSVector(t *testing.T) {
+	m, console := s3Guest(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	type result struct {
@@ -73,4 +82,52 @@ func TestSuspendAndWakeAtTheFACSVector(t *testing.T) {
 	require.NoError(t, r.err)
 	require.Equal(t, OutcomePowerOff.String(), r.o.String())
 	require.Equal(t, "SW\x80", console.String(), "resumed at the vector and saw WAK_STS")
+}
+
+// TestGuestReachingS3AfterAnAbandonedSuspendIsWoken proves finding 6 of
+// issue 12: once a suspend pmvm asked for is given up on, a guest that
+// still reaches S3 (late) is woken at once rather than left asleep with
+// nothing to wake it; a guest already in S3 when the suspend is given up
+// on is woken too; and a suspend asked for again keeps the guest in S3.
+func TestGuestReachingS3AfterAnAbandonedSuspendIsWoken(t *testing.T) {
+	run := func(t *testing.T, m *Machine) (context.Context, <-chan Outcome) {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		t.Cleanup(cancel)
+		done := make(chan Outcome, 1)
+		go func() {
+			o, err := m.Run(ctx)
+			assert.NoError(t, err)
+			done <- o
+		}()
+		return ctx, done
+	}
+	t.Run("late S3 after the suspend was given up on", func(t *testing.T) {
+		m, console := s3Guest(t)
+		m.WakeOnSuspend(true, "the test's suspend timed out")
+		_, done := run(t, m)
+		require.Equal(t, OutcomePowerOff.String(), (<-done).String())
+		require.Equal(t, "SW\x80", console.String(), "woken at the vector without anyone calling Wake")
+	})
+	t.Run("already in S3 when the suspend is given up on", func(t *testing.T) {
+		m, console := s3Guest(t)
+		ctx, done := run(t, m)
+		_, err := m.WaitRunState(ctx, StateSuspended)
+		require.NoError(t, err)
+		m.WakeOnSuspend(true, "the test's suspend timed out")
+		require.Equal(t, OutcomePowerOff.String(), (<-done).String())
+		require.Equal(t, "SW\x80", console.String())
+	})
+	t.Run("a suspend asked for again stays in S3", func(t *testing.T) {
+		m, console := s3Guest(t)
+		m.WakeOnSuspend(true, "an earlier suspend timed out")
+		m.WakeOnSuspend(false, "")
+		ctx, done := run(t, m)
+		_, err := m.WaitRunState(ctx, StateSuspended)
+		require.NoError(t, err)
+		time.Sleep(200 * time.Millisecond) // a wrong wake would have started by now
+		require.Equal(t, StateSuspended, m.RunState())
+		require.Equal(t, "S", console.String())
+		require.NoError(t, m.Wake("test"))
+		require.Equal(t, OutcomePowerOff.String(), (<-done).String())
+	})
 }

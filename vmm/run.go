@@ -55,7 +55,7 @@ func (m *Machine) Run(ctx context.Context) (Outcome, error) {
 	defer m.mu.Unlock()
 	m.setStateLocked(StateStopped)
 	m.log.Info().Str("outcome", m.outcome.String()).Dur("uptime", time.Since(m.started)).
-		Uint64("unhandled_port_accesses", m.bus.Unhandled()).Msg("machine stopped")
+		Uint64("unhandled_port_accesses", m.bus.Unhandled()).Uint64("guest_log_lines_suppressed", m.guestLogs.suppressed.Load()).Msg("machine stopped")
 	return m.outcome, m.stopErr
 }
 
@@ -64,10 +64,12 @@ func (m *Machine) Stop() { m.stop(OutcomeStopped, nil, "stop requested") }
 
 // stop records why the machine stops (the first reason wins) and gets every
 // vCPU out of the guest. The flag is set before the kick: a vCPU always
-// checks it after KVM_RUN returns.
+// checks it after KVM_RUN returns. The closed stopping channel, not the
+// runstate, says a stop was already asked for: a save or a wake in
+// progress must not open the way to a second close.
 func (m *Machine) stop(o Outcome, err error, why string) {
 	m.mu.Lock()
-	if m.runstate == StateStopping || m.runstate == StateStopped {
+	if m.isStopping() {
 		m.mu.Unlock()
 		return
 	}
@@ -81,9 +83,7 @@ func (m *Machine) stop(o Outcome, err error, why string) {
 		ev = m.log.Error().Err(err)
 	}
 	ev.Str("outcome", o.String()).Msg(why)
-	for _, c := range m.vcpus {
-		c.Kick()
-	}
+	m.kickAll()
 }
 
 func (m *Machine) isStopping() bool {
@@ -137,7 +137,7 @@ func (m *Machine) runVCPU(c *kvm.VCPU) {
 					mm.Data[i] = 0xff
 				}
 			}
-			log.Debug().Str("addr", fmt.Sprintf("%#x", mm.Addr)).Bool("write", mm.Write).Msg("MMIO to unmapped address")
+			m.logMMIO.event(log.Debug()).Str("addr", fmt.Sprintf("%#x", mm.Addr)).Bool("write", mm.Write).Msg("MMIO to unmapped address")
 		case kvm.ExitShutdown:
 			logTripleFault(log, c)
 			m.stop(OutcomeReset, nil, fmt.Sprintf("vCPU %d triple fault (shutdown)", c.ID))
@@ -171,7 +171,7 @@ func (m *Machine) wakeOnAlarm(name string, alarm <-chan struct{}) {
 		case <-alarm:
 			if m.RunState() == StateSuspended {
 				if err := m.Wake("rtc alarm"); err != nil {
-					m.log.Error().Err(err).Str("device", name).Msg("RTC alarm could not wake the guest")
+					m.logAlarm.event(m.log.Error()).Err(err).Str("device", name).Msg("RTC alarm could not wake the guest")
 				}
 			}
 		}

@@ -95,6 +95,23 @@ func (m *Machine) CheckSaveable(path string) error {
 	if err := unix.Access(dir, unix.W_OK); err != nil {
 		return fmt.Errorf("state file directory %s is not writable (%v); the guest was not suspended", dir, err)
 	}
+	// A running guest sets its waking vector as it suspends: SaveState
+	// checks it then. An already suspended one is checked now.
+	if m.RunState() == StateSuspended {
+		if err := m.checkResumable(); err != nil {
+			return fmt.Errorf("%w; the guest was left as it was", err)
+		}
+	}
+	return nil
+}
+
+// checkResumable refuses a suspended guest pmvm could not wake from a
+// state file, as QEMU's migration blockers refuse a VM it could not
+// migrate: found at the wake after a host update, the guest would be lost.
+func (m *Machine) checkResumable() error {
+	if _, err := m.wakingVector(); err != nil {
+		return fmt.Errorf("VM %q cannot be saved: %v, so it could not be resumed from a state file (a host update refuses it)", m.cfg.Name, err)
+	}
 	return nil
 }
 
@@ -112,17 +129,35 @@ func (m *Machine) SaveState(path, version string) error {
 		m.mu.Unlock()
 		return fmt.Errorf("the guest is %s: only a suspended guest can be saved (pmvm suspend first)", st)
 	}
+	// The guest is parked and wrote its waking vector before SLP_EN:
+	// check it before anything is written.
+	if err := m.checkResumable(); err != nil {
+		m.mu.Unlock()
+		return fmt.Errorf("%w; nothing was written", err)
+	}
 	m.setStateLocked(StateSaving)
 	m.mu.Unlock()
 
 	err := m.writeState(path, version)
 	m.mu.Lock()
-	if err != nil {
+	stopped := m.isStopping()
+	switch {
+	case stopped:
+		// Stopped (pmvm stop, SIGTERM) while the file was being written:
+		// the machine stays stopping, whatever became of the file.
+	case err != nil:
 		m.setStateLocked(StateSuspended)
-	} else {
+	default:
 		m.setStateLocked(StateSaved)
 	}
 	m.mu.Unlock()
+	if stopped {
+		if err != nil {
+			m.log.Warn().Err(err).Str("state", path).Msg("pmvm was stopped during the save and the state file was not written: the guest is lost once pmvm exits")
+		} else {
+			m.log.Warn().Str("state", path).Msg("pmvm was stopped during the save; the state file was written in full and resumes the guest")
+		}
+	}
 	return err
 }
 
@@ -135,7 +170,7 @@ func (m *Machine) writeState(path, version string) error {
 	if err != nil {
 		return fmt.Errorf("build state: %w", err)
 	}
-	if err := state.WriteFile(path, f); err != nil {
+	if err := m.writeStateFile(path, f); err != nil {
 		return fmt.Errorf("write state file: %w", err)
 	}
 	return nil

@@ -82,37 +82,66 @@ func (s *SerialPort) attach(u *uart.UART, log zerolog.Logger) {
 	s.mu.Lock()
 	s.uart = u
 	s.mu.Unlock()
-	go func() {
-		for {
-			c, err := s.ln.Accept()
-			if err != nil {
-				return
-			}
-			s.mu.Lock()
-			if s.borrowed {
-				s.mu.Unlock()
-				c.Write([]byte("pmvm is using this line (guest agent operation in progress); try again later\n"))
-				c.Close()
-				continue
-			}
-			if s.conn != nil {
-				s.conn.Close() // the newest client wins, as with a real cable
-			}
-			s.conn = c
-			s.mu.Unlock()
-			log.Debug().Str("socket", s.path).Msg("serial client connected")
-			go s.feed(c, u)
-		}
-	}()
+	go acceptLoop(s.ln, log, s.path, func(c net.Conn) { s.connect(c, u, log) })
+}
+
+// connect makes c the line's client, unless the machine is closed or pmvm
+// holds the line.
+func (s *SerialPort) connect(c net.Conn, u *uart.UART, log zerolog.Logger) {
+	s.mu.Lock()
+	if s.uart != u { // detached: the machine is closed
+		s.mu.Unlock()
+		c.Write([]byte("pmvm: this VM's machine is closed\n"))
+		c.Close()
+		return
+	}
+	if s.borrowed {
+		s.mu.Unlock()
+		c.Write([]byte("pmvm is using this line (guest agent operation in progress); try again later\n"))
+		c.Close()
+		return
+	}
+	if s.conn != nil {
+		s.conn.Close() // the newest client wins, as with a real cable
+	}
+	s.conn = c
+	s.mu.Unlock()
+	log.Debug().Str("socket", s.path).Msg("serial client connected")
+	go s.feed(c, u)
+}
+
+// detach disconnects the line from its UART at Machine.Close: the client
+// is dropped and nothing more is fed to the UART. The socket stays, its
+// owner closes it.
+func (s *SerialPort) detach() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.uart = nil
+	if s.conn != nil {
+		s.conn.Close()
+		s.conn = nil
+	}
+}
+
+// attachedTo says whether the line still feeds u.
+func (s *SerialPort) attachedTo(u *uart.UART) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.uart == u
 }
 
 // feed copies a client's bytes into the UART's receive FIFO, waiting for
-// the guest to drain it rather than spinning.
+// the guest to drain it rather than spinning, until the client leaves or
+// the line is detached.
 func (s *SerialPort) feed(c net.Conn, u *uart.UART) {
 	buf := make([]byte, 256)
 	for {
 		n, err := c.Read(buf)
 		p := buf[:n]
+		if !s.attachedTo(u) {
+			c.Close()
+			return
+		}
 		for len(p) > 0 {
 			k := u.Receive(p)
 			p = p[k:]

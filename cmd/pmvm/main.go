@@ -29,6 +29,8 @@ usage:
                                               its own cgroup (host config: $PMVM_HOST_CONFIG, else
                                               /etc/pmvm/host.toml; if none exists, no cgroup)
   pmvm run CONFIG.toml --incoming FILE        resume the suspended guest saved in FILE
+  pmvm run ... --seccomp=false                run without the system call filter (seccomp) that
+                                              confines pmvm once its VM is built
   pmvm check CONFIG.toml [--json]             can each memory block honour the VM's mode? (0 ok, 1 refused, 2 usage)
   pmvm status NAME [--json]                   runstate, vCPUs, memory, uptime, last transition
   pmvm suspend NAME [--timeout D]             suspend the guest to RAM (ACPI S3) through its agent
@@ -66,6 +68,10 @@ const (
 )
 
 var version = "dev"
+
+// seccompByDefault is --seccomp's default. A filter binds the whole process
+// for good, so tests that run pmvm run inside their own process turn it off.
+var seccompByDefault = true
 
 // processStart is when this process began, the first step of a resume timeline.
 var processStart = time.Now()
@@ -144,6 +150,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	logLevel := fs.String("log-level", "info", "log level: trace, debug, info, warn, error")
 	incoming := fs.String("incoming", "", "resume the suspended guest saved in this state file")
 	hostConfig := fs.String("host-config", "", "host config with the cgroup parent and default [limits] (default $"+hostConfigEnv+", else "+configs.DefaultHostConfig+")")
+	confine := fs.Bool("seccomp", seccompByDefault, "once the VM is built, confine pmvm to the system calls it needs (a refused call fails with EPERM)")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return exitUsage
@@ -170,7 +177,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	}
 
 	outcome, err := lifecycle.Run(cfg, lifecycle.RunOptions{Log: log, Stdout: stdout, Stderr: stderr, ConfigPath: pos[0],
-		Host: host, Incoming: *incoming, Started: processStart, Version: version})
+		Host: host, Incoming: *incoming, Started: processStart, Version: version, Seccomp: *confine})
 	if err != nil {
 		fmt.Fprintf(stderr, "pmvm run: %v\n", err)
 		if configRefused(err) {

@@ -25,6 +25,7 @@ type Machine interface {
 	CheckSaveable(path string) error
 	SaveState(path, version string) error
 	Wake(why string) error
+	WakeOnSuspend(wake bool, why string)
 }
 
 // Suspend asks the guest agent on agent to suspend the guest to RAM (ACPI
@@ -43,6 +44,7 @@ func (a agentMachine) WaitSuspended(ctx context.Context) error {
 	_, err := a.m.WaitRunState(ctx, vmm.StateSuspended)
 	return err
 }
+func (a agentMachine) WakeOnSuspend(wake bool, why string) { a.m.WakeOnSuspend(wake, why) }
 
 // Save writes the guest's state file at path durably, suspending the guest
 // first with suspend (Suspend through its agent) if it is running. What

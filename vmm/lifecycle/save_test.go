@@ -57,6 +57,8 @@ func (f *fakeMachine) WaitRunState(ctx context.Context, want ...vmm.RunState) (v
 
 func (f *fakeMachine) CheckSaveable(string) error { return f.unsaveable }
 
+func (f *fakeMachine) WakeOnSuspend(bool, string) {}
+
 func (f *fakeMachine) SaveState(path, version string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
