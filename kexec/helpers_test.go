@@ -51,7 +51,8 @@ const fakeConsoleLine = "fake guest: resumed"
 // stdout and the resume marker on stderr, and
 // answers status "running" on the config's control socket until "stop".
 // If CONFIG.fail exists it prints its content and exits 1 at once, like a
-// pmvm that refuses the state file.
+// pmvm that refuses the state file; if CONFIG.spend exists it moves the
+// state file aside and exits 1, like a pmvm whose wake failed after that.
 func fakePMVM(args []string) int {
 	if len(args) != 4 || args[0] != "run" || args[2] != "--incoming" {
 		fmt.Fprintf(os.Stderr, "fake pmvm: unexpected arguments %q\n", args)
@@ -61,6 +62,12 @@ func fakePMVM(args []string) int {
 	os.WriteFile(cfgPath+".args", []byte(strings.Join(args, " ")+"\n"+os.Getenv("PMVM_RUNTIME_DIR")+"\n"), 0o600)
 	if msg, err := os.ReadFile(cfgPath + ".fail"); err == nil {
 		fmt.Fprintf(os.Stderr, "pmvm run: %s", msg)
+		return 1
+	}
+	if _, err := os.Stat(cfgPath + ".spend"); err == nil {
+		// Like a pmvm that spent the state file, then failed to wake.
+		state.MoveAsideResumed(statePath)
+		fmt.Fprintln(os.Stderr, "pmvm run: cannot wake: only 0 of 1 vCPUs left the guest")
 		return 1
 	}
 	cfg, err := configs.Load(cfgPath)
@@ -331,6 +338,12 @@ func (s *syncBuffer) String() string {
 // fakeBzImage writes a file with a 64-bit, above-4G bzImage boot header.
 func fakeBzImage(t *testing.T, dir string) string {
 	t.Helper()
+	return fakeBzImageVersion(t, dir, "6.99.0-test (fake)")
+}
+
+// fakeBzImageVersion is fakeBzImage with the given kernel_version string.
+func fakeBzImageVersion(t *testing.T, dir, version string) string {
+	t.Helper()
 	img := make([]byte, 0x1000)
 	img[0x1f1] = 4
 	copy(img[0x202:], "HdrS")
@@ -339,7 +352,7 @@ func fakeBzImage(t *testing.T, dir string) string {
 	img[0x236] = 0x03                   // XLF_KERNEL_64 | XLF_CAN_BE_LOADED_ABOVE_4G
 	img[0x20e] = 0x00
 	img[0x20f] = 0x02 // kernel_version at 0x200 + 0x200
-	copy(img[0x400:], "6.99.0-test (fake)\x00")
+	copy(img[0x400:], version+"\x00")
 	p := filepath.Join(dir, "bzImage")
 	require.NoError(t, os.WriteFile(p, img, 0o644))
 	return p

@@ -157,6 +157,19 @@ type BzImage struct {
 	Version    string // the kernel_version string, when present
 }
 
+// Release is the kernel's release, the first word of its kernel_version
+// string ("6.12.100-amd64 (debian-kernel@...) #1 SMP ..."), or "" when it
+// has none: the string comes from the image, and may be blank.
+func (b *BzImage) Release() string {
+	if b == nil {
+		return ""
+	}
+	if w := strings.Fields(b.Version); len(w) > 0 {
+		return w[0]
+	}
+	return ""
+}
+
 // CheckKernel reads the boot header of kernel and refuses what
 // kexec_file_load's x86-64 loader would refuse: not a bzImage, a boot
 // protocol older than 2.12, not 64-bit, not loadable above 4 GiB. It reads

@@ -27,6 +27,10 @@ type PlanOptions struct {
 	// KexecStatus reports the host's kexec support; nil means HostStatus.
 	// Tests on a host without kexec replace it.
 	KexecStatus func() Status
+	// SkipUnsaveable lets the update go ahead without the VMs it cannot
+	// carry over (the plan's refused VMs, and those whose save then
+	// fails): the kexec kills them unsaved. The default is all or nothing.
+	SkipUnsaveable bool
 }
 
 // Plan is everything a host update will do, decided before anything is
@@ -53,6 +57,9 @@ type Plan struct {
 	Problems []string
 	// Notes are facts worth showing that refuse nothing.
 	Notes []string
+	// SkipUnsaveable: VMs that cannot be carried over are left to the
+	// kexec instead of refusing the update (PlanOptions.SkipUnsaveable).
+	SkipUnsaveable bool
 }
 
 // PlanVM is one VM of the plan.
@@ -85,15 +92,28 @@ func (p *Plan) Carried() []PlanVM {
 	return out
 }
 
+// Skipped returns the VMs the update cannot carry over; with
+// SkipUnsaveable the kexec kills them unsaved, else they refuse it.
+func (p *Plan) Skipped() []PlanVM {
+	var out []PlanVM
+	for _, v := range p.VMs {
+		if !v.OK {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
 // Err is nil when the update may go ahead, else every reason it may not,
-// each naming the VM or the host part at fault.
+// each naming the VM or the host part at fault. With SkipUnsaveable a VM
+// that cannot be carried over refuses nothing.
 func (p *Plan) Err() error {
 	var errs []error
 	for _, pr := range p.Problems {
 		errs = append(errs, errors.New(pr))
 	}
 	for _, v := range p.VMs {
-		if !v.OK {
+		if !v.OK && !p.SkipUnsaveable {
 			errs = append(errs, fmt.Errorf("VM %q (%s) cannot be preserved: %s", v.Name, v.Config, v.Reason))
 		}
 	}
@@ -121,7 +141,7 @@ const statusTimeout = 3 * time.Second
 // NewPlan looks at the host and every VM of host.VMDir without changing
 // anything: no VM is suspended, no kernel loaded, no file written.
 func NewPlan(host *configs.Host, opts PlanOptions) *Plan {
-	p := &Plan{HostConfig: opts.HostConfig, Host: host, Kernel: opts.Kernel, Initrd: opts.Initrd, Cmdline: opts.Cmdline}
+	p := &Plan{HostConfig: opts.HostConfig, Host: host, Kernel: opts.Kernel, Initrd: opts.Initrd, Cmdline: opts.Cmdline, SkipUnsaveable: opts.SkipUnsaveable}
 	p.checkHost(opts)
 
 	files, err := filepath.Glob(filepath.Join(host.VMDir, "*.toml"))

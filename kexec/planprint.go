@@ -18,6 +18,13 @@ func (p *Plan) Print(w io.Writer) {
 	fmt.Fprintln(w)
 	p.printVMs(w)
 	fmt.Fprintln(w)
+	if skipped := p.Skipped(); p.SkipUnsaveable && len(skipped) > 0 {
+		fmt.Fprintf(w, "--skip-unsaveable: the kexec will kill %d VM(s) unsaved, their guests LOST:\n", len(skipped))
+		for _, v := range skipped {
+			fmt.Fprintf(w, "  VM %q (%s): %s\n", v.Name, v.Config, v.Reason)
+		}
+		fmt.Fprintln(w, "  (and any VM whose save fails during the update)")
+	}
 	if err := p.Err(); err != nil {
 		fmt.Fprintln(w, err)
 		return

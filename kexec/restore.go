@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -104,6 +105,11 @@ func Restore(ctx context.Context, host *configs.Host, opts RestoreOptions) (*Res
 		return nil, err
 	}
 	defer lock.release()
+	// The update that saved these VMs is over (after --no-reboot its
+	// marker is still there): VMs may start again, these first.
+	if err := lifecycle.UnmarkUpdate(host.RuntimeDir); err != nil {
+		return nil, err
+	}
 
 	rep := &RestoreReport{}
 	files, err := filepath.Glob(filepath.Join(host.StateDir, "*.state"))
@@ -443,14 +449,24 @@ func (r *restorer) exitedEarly(res RestoreResult, cause, werr error, logPath str
 		}
 		return fail(fmt.Errorf("%v; the guest did run (its state file is now %s) and pmvm ended: see %s (%s)", why, res.MovedTo, res.LogFile, tail))
 	}
+	if _, err := os.Lstat(res.StateFile); errors.Is(err, fs.ErrNotExist) {
+		if spent := state.LastResumed(res.StateFile); spent != "" {
+			// pmvm spends the state file just before the wake: it ended
+			// between the two, or during the wake.
+			res.MovedTo = spent
+			return fail(fmt.Errorf("%v; pmvm had moved %s aside to %s just before waking the guest, so it is not resumed twice: see %s (%s). "+
+				"If that log shows the wake never began, the guest did not run and the file can be moved back to resume it", why, res.StateFile, spent, res.LogFile, tail))
+		}
+	}
 	return fail(fmt.Errorf("%v; %s and the guest's memory are untouched: see %s (%s)", why, res.StateFile, res.LogFile, tail))
 }
 
 // moveAside renames the state file of a VM that runs again, so that no
 // later restore resumes the old state over the guest's newer memory.
 func (r *restorer) moveAside(res *RestoreResult) error {
-	// pmvm run --incoming moves it aside itself once the vCPUs run; this
-	// covers a pmvm that ended before it could.
+	// pmvm run --incoming moves it aside itself before it wakes the
+	// vCPUs (then this finds where it went); this covers a pmvm that did
+	// not.
 	to, err := state.MoveAsideResumed(res.StateFile)
 	if to == "" {
 		return fmt.Errorf("the VM runs but its state file %s could not be moved aside (%v): REMOVE IT BY HAND before the next boot, or a restore would resume the old state over the running guest's memory", res.StateFile, err)

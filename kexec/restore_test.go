@@ -47,6 +47,10 @@ func TestRestoreFailuresLeaveStateFilesAlone(t *testing.T) {
 	require.NoError(t, os.WriteFile(refusedCfg+".fail", []byte("the config does not describe the saved machine: vcpus: saved machine has 1, config has 2\n"), 0o644))
 	writeState(t, h.StatePath("refused"), "refused")
 
+	spentCfg, _ := writeVMConfig(t, h, "spent", kindPreserved)
+	require.NoError(t, os.WriteFile(spentCfg+".spend", nil, 0o644))
+	writeState(t, h.StatePath("spent"), "spent")
+
 	busy := startFakeVM(t, h, "busy", kindPreserved, vmm.StateRunning)
 	writeState(t, h.StatePath("busy"), "busy")
 
@@ -61,7 +65,7 @@ func TestRestoreFailuresLeaveStateFilesAlone(t *testing.T) {
 	for _, r := range rep.Results {
 		res[r.VM] = r
 	}
-	require.Len(t, res, 4)
+	require.Len(t, res, 5)
 	assert.NoError(t, res["good"].Err)
 	assert.Len(t, resumedFiles(t, h.StateDir, "good"), 1)
 	args, aerr := os.ReadFile(goodCfg + ".args")
@@ -83,6 +87,11 @@ func TestRestoreFailuresLeaveStateFilesAlone(t *testing.T) {
 	assert.ErrorContains(t, res["refused"].Err, "vcpus: saved machine has 1, config has 2", "the error quotes pmvm's log")
 	assert.ErrorContains(t, res["refused"].Err, "untouched")
 	assert.ErrorContains(t, res["busy"].Err, `VM "busy" is already running`)
+	// pmvm spent the state file before a wake it did not finish: the
+	// error says where the file went, never that it is untouched.
+	assert.ErrorContains(t, res["spent"].Err, "aside to "+h.StatePath("spent")+".resumed-")
+	assert.NotContains(t, res["spent"].Err.Error(), "untouched")
+	assert.Len(t, resumedFiles(t, h.StateDir, "spent"), 1)
 	assert.Equal(t, []string{"status"}, busy.commands(), "nothing but status was sent to the running VM")
 	for _, name := range []string{"orphan", "refused", "busy"} {
 		assert.FileExists(t, h.StatePath(name), "a failed restore leaves %s's state file in place", name)

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -62,9 +64,17 @@ type RollbackResult struct {
 	Err    error  // the VM is not back
 }
 
+// LostVM is a VM the update leaves to the kexec, unsaved
+// (Plan.SkipUnsaveable).
+type LostVM struct {
+	VM, Config string
+	Why        string
+}
+
 // Result is the outcome of Update.
 type Result struct {
 	Saves    []SaveResult
+	Lost     []LostVM // killed unsaved by the kexec (--skip-unsaveable)
 	Rollback []RollbackResult
 	Loaded   bool // the new kernel is loaded (and not unloaded)
 	Timeline *timeline.Timeline
@@ -80,10 +90,13 @@ const pmvmExitWait = 30 * time.Second
 //     agent (unless suspended already), writes its state file durably and
 //     exits; each state file is read back;
 //  3. the kernel loaded with kexec_file_load;
-//  4. the pre-kexec hook;
+//  4. the pre-kexec hook, then a second look at what runs: a VM that
+//     appeared since the plan refuses the kexec;
 //  5. the timeline written (fsync'd) to state_dir/update-timeline.json;
 //  6. the reboot into the new kernel (unless NoReboot).
 //
+// From the start to the rollback or the kexec, the update marker in
+// runtime_dir makes pmvm run refuse to start VMs (lifecycle.MarkUpdate).
 // If step 2, 3, 4, 5 or 6 fails, the update is rolled back: every saved VM
 // is resumed from its state file (pmvm run --incoming, detached, as at
 // boot), every VM left suspended by a failed save is woken, the kernel is
@@ -122,11 +135,21 @@ func Update(ctx context.Context, plan *Plan, opts Options) (*Result, error) {
 		return nil, fmt.Errorf("log_dir: %w", err)
 	}
 
+	// From here until the rollback, or the kexec, pmvm run starts no VM:
+	// the kexec would kill it unsaved.
+	if err := lifecycle.MarkUpdate(host.RuntimeDir, "kernel "+plan.Kernel); err != nil {
+		return nil, fmt.Errorf("%w; nothing was touched", err)
+	}
 	u := &updater{plan: plan, opts: opts, host: host, out: opts.Out, log: opts.Log}
+	defer func() {
+		if !u.keepMarker {
+			u.unmark()
+		}
+	}()
 	u.tl = NewTimeline(time.Now())
 	u.tl.Kernel, u.tl.Initrd, u.tl.Cmdline = plan.Kernel, plan.Initrd, plan.Cmdline
-	if plan.KernelInfo != nil && plan.KernelInfo.Version != "" {
-		u.tl.Kernel = strings.Fields(plan.KernelInfo.Version)[0] // "6.12.100-amd64 (debian-kernel@...) #1 SMP ..."
+	if v := plan.KernelInfo.Release(); v != "" {
+		u.tl.Kernel = v
 	}
 	u.res = &Result{Timeline: u.tl}
 	u.tl.Mark("", StepUpdateStarted, fmt.Sprintf("%d VM(s), kernel %s", len(plan.Carried()), plan.Kernel))
@@ -148,6 +171,17 @@ type updater struct {
 	log  zerolog.Logger
 	tl   *timeline.Timeline
 	res  *Result
+	// keepMarker keeps the update marker once the VMs are saved for good
+	// (the kexec was started, or --no-reboot): pmvm host restore removes it.
+	keepMarker bool
+}
+
+// unmark removes the update marker: pmvm run may start VMs again.
+func (u *updater) unmark() {
+	if err := lifecycle.UnmarkUpdate(u.host.RuntimeDir); err != nil {
+		u.log.Error().Err(err).Msg("pmvm run stays refused until the marker is removed by hand")
+		fmt.Fprintf(u.out, "  %v: pmvm run refuses to start VMs until it is removed by hand\n", err)
+	}
 }
 
 func (u *updater) env(phase string) HookEnv {
@@ -159,8 +193,18 @@ func (u *updater) env(phase string) HookEnv {
 	return e
 }
 
+// lose records v as left to the kexec, unsaved, and says so.
+func (u *updater) lose(name, config, why string) {
+	u.res.Lost = append(u.res.Lost, LostVM{VM: name, Config: config, Why: why})
+	fmt.Fprintf(u.out, "VM %q will be killed unsaved by the kexec (--skip-unsaveable): %s\n", name, firstLine(why))
+	u.log.Warn().Str("vm", name).Str("why", why).Msg("left to the kexec unsaved (--skip-unsaveable)")
+}
+
 func (u *updater) run(ctx context.Context) error {
 	vms := u.plan.Carried()
+	for _, v := range u.plan.Skipped() {
+		u.lose(v.Name, v.Config, v.Reason)
+	}
 	// 1. pre-save: nothing is touched yet, so a failure just stops.
 	if h := u.host.Hooks.PreSave; h != nil {
 		fmt.Fprintf(u.out, "pre-save hook: %s\n", strings.Join(h.Command, " "))
@@ -191,8 +235,12 @@ func (u *updater) run(ctx context.Context) error {
 	wg.Wait()
 	prog.close()
 	var saveErrs []error
-	for _, s := range u.res.Saves {
-		if s.Err != nil {
+	for i, s := range u.res.Saves {
+		switch {
+		case s.Err == nil:
+		case u.plan.SkipUnsaveable:
+			u.lose(s.VM, vms[i].Config, "its save failed: "+s.Err.Error())
+		default:
 			saveErrs = append(saveErrs, fmt.Errorf("VM %q: %w", s.VM, s.Err))
 		}
 	}
@@ -225,6 +273,13 @@ func (u *updater) run(ctx context.Context) error {
 		u.tl.Mark("", StepPreKexecHook, "")
 	}
 
+	// The plan was made before the saves: a VM that appeared since (its
+	// pmvm started before the marker, or a saved one runs again) would be
+	// killed unsaved by the kexec.
+	if err := u.recheck(); err != nil {
+		return u.rollback(ctx, err)
+	}
+
 	// 5. the timeline, durable before the reboot.
 	if u.opts.NoReboot {
 		u.tl.Mark("", "stopped before the kexec (--no-reboot)", "")
@@ -238,6 +293,7 @@ func (u *updater) run(ctx context.Context) error {
 	FormatTimeline(u.out, u.tl)
 	LogTimeline(u.tl, u.log)
 	if u.opts.NoReboot {
+		u.keepMarker = true
 		fmt.Fprintf(u.out, "\nevery VM is saved and the new kernel is loaded; not rebooting (--no-reboot).\n"+
 			"kexec with `systemctl kexec` (or reboot), then `pmvm host restore`; or run `pmvm host restore` now to resume the VMs on this kernel.\n")
 		return nil
@@ -249,7 +305,56 @@ func (u *updater) run(ctx context.Context) error {
 	if err := u.opts.Reboot(); err != nil {
 		return u.rollback(ctx, err)
 	}
+	u.keepMarker = true
 	return nil
+}
+
+// recheck looks again, right before the kexec, at what runs on the host:
+// every VM of vm_dir whose pmvm answers, and every pmvm run process. The
+// update's own VMs may only be saved (their pmvm about to exit); anything
+// else would be killed unsaved by the kexec.
+func (u *updater) recheck() error {
+	carried := map[string]bool{}
+	for _, v := range u.plan.Carried() {
+		carried[canonical(v.Config)] = true
+	}
+	var found []string
+	reported := map[string]bool{} // also: left to the kexec on purpose
+	for _, l := range u.res.Lost {
+		reported[canonical(l.Config)] = true
+	}
+	files, _ := filepath.Glob(filepath.Join(u.host.VMDir, "*.toml"))
+	sort.Strings(files)
+	for _, file := range files {
+		if reported[canonical(file)] {
+			continue
+		}
+		cfg, err := configs.Load(file)
+		if err != nil {
+			continue
+		}
+		st, running, err := askStatus(cfg)
+		switch {
+		case err != nil:
+			found = append(found, fmt.Sprintf("VM %q (%s): %v", cfg.Name, file, err))
+		case !running || st.RunState == vmm.StateSaved && carried[canonical(file)]:
+			continue
+		case carried[canonical(file)]:
+			found = append(found, fmt.Sprintf("VM %q (%s) was saved but its pmvm answers %s again", cfg.Name, file, st.RunState))
+		default:
+			found = append(found, fmt.Sprintf("VM %q (%s) appeared during the update (its pmvm answers %s)", cfg.Name, file, st.RunState))
+		}
+		reported[canonical(file)] = true
+	}
+	for _, s := range findPMVMRuns() {
+		if !carried[s.config] && !reported[s.config] {
+			found = append(found, fmt.Sprintf("pmvm process %d (pmvm run %s) appeared during the update", s.pid, s.config))
+		}
+	}
+	if len(found) == 0 {
+		return nil
+	}
+	return fmt.Errorf("a VM appeared during the update, which the kexec would kill unsaved; not kexecing:\n%s", indent(strings.Join(found, "\n")))
 }
 
 // save saves one VM and waits for its pmvm to exit.
@@ -284,8 +389,11 @@ func (u *updater) save(v PlanVM, prog *progress) SaveResult {
 	prog.set(v.Name, "state durable; waiting for pmvm to exit", false)
 	// pmvm exits once it has answered; until then it holds the VM's
 	// sockets and memory lock, which a rollback needs.
-	if !lifecycle.WaitExited(v.Control, pmvmExitWait, u.tl, v.Name) {
+	switch lifecycle.WaitExited(v.Control, pmvmExitWait, u.tl, v.Name) {
+	case lifecycle.PMVMRunning:
 		log.Warn().Str("control", v.Control).Msg("pmvm has not exited after saving; the kexec will end it")
+	case lifecycle.PMVMDied:
+		log.Warn().Str("control", v.Control).Msg("pmvm died after saving, without closing its control socket; the state file is read back below")
 	}
 	// Read the state file back: what the new kernel's pmvm will read.
 	f, err := state.ReadFile(v.StatePath)
@@ -309,6 +417,9 @@ func (u *updater) rollback(ctx context.Context, cause error) error {
 	// that may have caused it.
 	ctx = context.WithoutCancel(ctx)
 	fmt.Fprintf(u.out, "\nupdate FAILED: %v\nrolling back:\n", cause)
+	// No kexec follows any more: VMs may start again (the rollback's own
+	// resumes first).
+	u.unmark()
 	u.tl.Mark("", StepRollback, firstLine(cause.Error()))
 	if u.res.Loaded {
 		if err := u.opts.Unload(); err != nil {

@@ -231,11 +231,15 @@ func TestUpdateNoRebootThenRestore(t *testing.T) {
 		assert.True(t, ok, "timeline has %q for %q", step.what, step.vm)
 	}
 
+	marker := filepath.Join(h.RuntimeDir, lifecycle.UpdateMarkerName)
+	assert.FileExists(t, marker, "saved VMs await the kexec: no VM may start")
+
 	// After the (skipped) reboot: restore.
 	var rout bytes.Buffer
 	rep, err := Restore(context.Background(), h, RestoreOptions{Log: log, Out: &rout, PMVM: fakePMVMCommand(t)})
 	t.Log("\n" + rout.String())
 	require.NoError(t, err)
+	assert.NoFileExists(t, marker, "the restore ends the update")
 	require.Len(t, rep.Results, 2)
 	for _, r := range rep.Results {
 		assert.NoError(t, r.Err, r.VM)
@@ -313,4 +317,141 @@ func TestUpdateSavesInParallel(t *testing.T) {
 	start, _ := tl.Last("", StepUpdateStarted)
 	loaded, _ := tl.Last("", StepKernelLoaded)
 	assert.Less(t, loaded.Sub(start), 3*300*time.Millisecond, "the save phase took less than the saves one after the other")
+}
+
+// TestUpdateWithBlankKernelVersion proves that a bzImage whose
+// kernel_version string is blank (spaces only) does not crash the update
+// (it did: the first word of the version was taken unchecked); the
+// timeline then names the kernel by its path.
+func TestUpdateWithBlankKernelVersion(t *testing.T) {
+	root := t.TempDir()
+	h := testHost(t, root)
+	a := startFakeVM(t, h, "alpha", kindPreserved, vmm.StateRunning)
+	t.Cleanup(func() { stopRestored(t, a.control) })
+	kernel := fakeBzImageVersion(t, root, "   ")
+	plan := NewPlan(h, PlanOptions{Kernel: kernel, KexecStatus: kexecOK})
+	require.NoError(t, plan.Err())
+	var rec loadRecorder
+	var out bytes.Buffer
+	log, _ := testLog()
+	var res *Result
+	var err error
+	require.NotPanics(t, func() {
+		res, err = Update(context.Background(), plan, rec.options(Options{Log: log, Out: &out, NoReboot: true, PMVM: fakePMVMCommand(t)}))
+	})
+	t.Log("\n" + out.String())
+	require.NoError(t, err)
+	assert.Equal(t, kernel, res.Timeline.Kernel, "a blank version names the kernel by its path")
+}
+
+// TestUpdateBlocksNewVMsAndRechecksBeforeTheKexec proves that a host
+// update marks itself in runtime_dir for its whole duration (pmvm run
+// refuses to start a VM while the marker is there), and that a VM that
+// appears anyway while the VMs are saved (here: one whose pmvm started
+// before the marker, or ignores it) is found by a second look right before
+// the kexec: the kexec is refused and the update rolled back, so that VM is
+// not killed unsaved; the rollback removes the marker.
+func TestUpdateBlocksNewVMsAndRechecksBeforeTheKexec(t *testing.T) {
+	root := t.TempDir()
+	h := testHost(t, root)
+	marker := filepath.Join(h.RuntimeDir, lifecycle.UpdateMarkerName)
+	seen := filepath.Join(root, "marker-seen")
+	h.Hooks.PreSave = &configs.Hook{Command: []string{writeScript(t, root, "presave.sh", "cat "+marker+" > "+seen+" 2>&1 || true")}, Timeout: configs.NewDuration(5 * time.Second)}
+	alpha := startFakeVM(t, h, "alpha", kindPreserved, vmm.StateRunning)
+	alpha.mu.Lock()
+	alpha.saveTook = 300 * time.Millisecond
+	alpha.mu.Unlock()
+	t.Cleanup(func() { stopRestored(t, alpha.control) })
+	plan := NewPlan(h, PlanOptions{Kernel: fakeBzImage(t, root), KexecStatus: kexecOK})
+	require.NoError(t, plan.Err())
+
+	// beta starts while alpha is being saved.
+	started, updated := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(started)
+		for !slicesContains(alpha.commands(), "save") {
+			select {
+			case <-updated:
+				return // the update ended before it saved alpha
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+		startFakeVM(t, h, "beta", kindPreserved, vmm.StateRunning)
+	}()
+	var rec loadRecorder
+	var out bytes.Buffer
+	log, _ := testLog()
+	_, err := Update(context.Background(), plan, rec.options(Options{Log: log, Out: &out, PMVM: fakePMVMCommand(t)}))
+	close(updated)
+	<-started
+	t.Log("\n" + out.String())
+	require.ErrorIs(t, err, ErrRolledBack)
+	assert.Contains(t, err.Error(), `VM "beta"`)
+	assert.Contains(t, err.Error(), "appeared during the update")
+	assert.Zero(t, rec.boots, "no kexec over a VM the update did not save")
+	assert.Equal(t, rec.loads, rec.unloads, "the kernel is unloaded")
+	b, rerr := os.ReadFile(seen)
+	require.NoError(t, rerr, "the marker was there while the VMs were saved")
+	assert.Contains(t, string(b), "pid ")
+	assert.NoFileExists(t, marker, "the rollback removes the marker")
+	resp, cerr := vmm.CallControl(alpha.control, vmm.ControlRequest{Command: "status", Timeout: 2000})
+	require.NoError(t, cerr)
+	assert.Equal(t, vmm.StateRunning, resp.Status.RunState, "alpha resumed by the rollback")
+}
+
+func slicesContains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// TestUpdateSkipUnsaveable proves the explicit policy that lets an update
+// go ahead without the VMs that cannot be carried over: by default one
+// such VM refuses the whole update; with SkipUnsaveable the plan says
+// which VMs the kexec will kill unsaved (one refused by the plan, one
+// whose guest agent then does not answer), the others are saved, the
+// second look before the kexec does not count the lost ones as new, and
+// the kexec goes ahead.
+func TestUpdateSkipUnsaveable(t *testing.T) {
+	root := t.TempDir()
+	h := testHost(t, root)
+	alpha := startFakeVM(t, h, "alpha", kindPreserved, vmm.StateRunning)
+	startFakeVM(t, h, "bad", kindModeNone, vmm.StateRunning)
+	awake := startFakeVM(t, h, "awake", kindPreserved, vmm.StateRunning)
+	awake.saveErr = "the guest agent did not answer; the guest keeps running"
+	t.Cleanup(func() { stopRestored(t, alpha.control) })
+	kernel := fakeBzImage(t, root)
+
+	plan := NewPlan(h, PlanOptions{Kernel: kernel, KexecStatus: kexecOK})
+	require.Error(t, plan.Err(), "all or nothing by default")
+
+	plan = NewPlan(h, PlanOptions{Kernel: kernel, KexecStatus: kexecOK, SkipUnsaveable: true})
+	require.NoError(t, plan.Err())
+	var pout bytes.Buffer
+	plan.Print(&pout)
+	t.Log("\n" + pout.String())
+	assert.Contains(t, pout.String(), `VM "bad"`)
+	assert.Contains(t, pout.String(), "--skip-unsaveable: the kexec will kill 1 VM(s) unsaved")
+
+	var rec loadRecorder
+	var out bytes.Buffer
+	log, _ := testLog()
+	res, err := Update(context.Background(), plan, rec.options(Options{Log: log, Out: &out, PMVM: fakePMVMCommand(t)}))
+	t.Log("\n" + out.String())
+	require.NoError(t, err)
+	assert.Equal(t, 1, rec.boots, "the kexec goes ahead")
+	assert.FileExists(t, h.StatePath("alpha"))
+	assert.NoFileExists(t, h.StatePath("awake"))
+	lost := map[string]string{}
+	for _, l := range res.Lost {
+		lost[l.VM] = l.Why
+	}
+	assert.Contains(t, lost["bad"], `mode is "none"`)
+	assert.Contains(t, lost["awake"], "guest agent did not answer")
+	assert.Len(t, lost, 2)
+	assert.Contains(t, out.String(), `VM "awake" will be killed unsaved by the kexec (--skip-unsaveable)`)
+	assert.Equal(t, []string{"status", "status", "save"}, awake.commands(), "asked by the two plans, then to save; no rollback, and not counted as new before the kexec")
 }

@@ -150,8 +150,12 @@ func cmdSave(args []string, stdout, stderr io.Writer) int {
 	}
 	// pmvm exits once it has answered; until then it holds the VM's
 	// sockets and memory lock, which a resume needs.
-	if !lifecycle.WaitExited(sock, 30*time.Second, tl, "") {
+	switch lifecycle.WaitExited(sock, 30*time.Second, tl, "") {
+	case lifecycle.PMVMRunning:
 		fmt.Fprintf(stderr, "pmvm save: the state is saved, but pmvm is still running after 30s: wait for it to exit before resuming\n")
+	case lifecycle.PMVMDied:
+		fmt.Fprintf(stderr, "pmvm save: the state is saved, then pmvm died without closing its control socket (was it killed?); "+
+			"the state file is complete: resume with pmvm run CONFIG --incoming %s (it replaces the stale socket %s left behind)\n", abs, sock)
 	}
 	if tl != nil {
 		fmt.Fprint(stdout, tl.String())

@@ -20,12 +20,17 @@ import (
 
 const hostUsage = `usage:
   pmvm host update --kernel FILE [--initrd FILE] (--cmdline STRING | --reuse-cmdline)
-                   [--dry-run] [--no-reboot] [--config FILE] [--log-level LEVEL]
+                   [--dry-run] [--no-reboot] [--skip-unsaveable] [--config FILE] [--log-level LEVEL]
       carry every VM of vm_dir over a kexec into FILE: pre-save hook, save
       every VM in parallel, kexec_file_load, pre-kexec hook, reboot. Any
-      failure rolls back (every VM runs again, nothing is kexec'd).
-      --dry-run      check everything, print the plan, touch nothing
-      --no-reboot    stop after loading the kernel (every VM saved)
+      failure rolls back (every VM runs again, nothing is kexec'd). While it
+      runs, pmvm run starts no VM.
+      --dry-run          check everything, print the plan, touch nothing
+      --no-reboot        stop after loading the kernel (every VM saved)
+      --skip-unsaveable  go ahead without the VMs that cannot be carried over
+                         (refused by the plan, or whose save fails): the kexec
+                         KILLS THEM UNSAVED; the plan names them first. Without
+                         it, one such VM refuses or rolls back the whole update.
   pmvm host restore [--config FILE] [--log-level LEVEL]
       at boot: resume every VM saved in state_dir, run the post-restore
       hook, print the timeline across the kexec with each VM's blackout
@@ -161,6 +166,7 @@ func cmdHostUpdate(args []string, stdout, stderr io.Writer) int {
 	reuse := fs.Bool("reuse-cmdline", false, "reuse this kernel's command line (/proc/cmdline without BOOT_IMAGE=)")
 	dryRun := fs.Bool("dry-run", false, "check everything and print the plan; suspend nothing")
 	noReboot := fs.Bool("no-reboot", false, "stop after loading the kernel, before the reboot")
+	skipUnsaveable := fs.Bool("skip-unsaveable", false, "go ahead without the VMs that cannot be carried over: the kexec kills them unsaved")
 	logLevel := fs.String("log-level", "warn", "log level on stderr (log_dir/host.log gets info and above)")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
@@ -208,7 +214,7 @@ func cmdHostUpdate(args []string, stdout, stderr io.Writer) int {
 	}
 	defer closeLog()
 
-	plan := kexec.NewPlan(host, kexec.PlanOptions{HostConfig: *config, Kernel: *kernel, Initrd: *initrd, Cmdline: *cmdline, KexecStatus: kexecStatus})
+	plan := kexec.NewPlan(host, kexec.PlanOptions{HostConfig: *config, Kernel: *kernel, Initrd: *initrd, Cmdline: *cmdline, KexecStatus: kexecStatus, SkipUnsaveable: *skipUnsaveable})
 	if *dryRun {
 		fmt.Fprintln(stdout, "host update plan (dry run: nothing is suspended, loaded or written)")
 	} else {

@@ -593,3 +593,27 @@ func TestHostUsage(t *testing.T) {
 	assert.Equal(t, 0, cmdHost([]string{"help"}, &out, &errb))
 	assert.Contains(t, out.String(), "pmvm host restore")
 }
+
+// TestHostUpdateSkipUnsaveableDryRun proves that --skip-unsaveable turns
+// the refusal of a VM that cannot be carried over into a plan that goes
+// ahead without it, naming it as killed unsaved; nothing is touched by the
+// dry run.
+func TestHostUpdateSkipUnsaveableDryRun(t *testing.T) {
+	lab := newHostLab(t, true)
+	keep := lab.addVM(t, "keep", true)
+	plain := lab.addVM(t, "plain", false)
+	keep.start(t, vmm.StateSuspended)
+	plain.start(t, vmm.StateRunning)
+	installKexecSeams(t, nil)
+
+	var out, errb bytes.Buffer
+	code := cmdHost([]string{"update", "--config", lab.hostConfig, "--kernel", hostKernel(t, lab.root), "--cmdline", "console=ttyS0", "--dry-run", "--skip-unsaveable"}, &out, &errb)
+	t.Log("\n" + out.String() + errb.String())
+	assert.Equal(t, 0, code)
+	assert.Contains(t, out.String(), "--skip-unsaveable: the kexec will kill 1 VM(s) unsaved")
+	assert.Contains(t, out.String(), `VM "plain"`)
+	assert.Contains(t, out.String(), "the update would save 1 VM(s)")
+	assert.Equal(t, vmm.StateSuspended, keep.runstate())
+	assert.Equal(t, vmm.StateRunning, plain.runstate())
+	assert.NoFileExists(t, filepath.Join(lab.stateDir, "keep.state"))
+}

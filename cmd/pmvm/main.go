@@ -37,7 +37,7 @@ usage:
   pmvm wakeup NAME                            wake a suspended guest
   pmvm save NAME --state FILE [--timeout D]   suspend (if running), save the state durably, exit
   pmvm state inspect FILE [--json]            show a state file's header and every section
-  pmvm host update --kernel K [--initrd I] (--cmdline C | --reuse-cmdline) [--dry-run] [--no-reboot] [--config F]
+  pmvm host update --kernel K [--initrd I] (--cmdline C | --reuse-cmdline) [--dry-run] [--no-reboot] [--skip-unsaveable] [--config F]
                                               save every VM, kexec into kernel K
   pmvm host restore [--config F]              resume the VMs saved by a host update (run at boot)
   pmvm version
@@ -45,12 +45,17 @@ usage:
 NAME finds the control socket /run/pmvm/NAME/control.sock ($PMVM_RUNTIME_DIR
 overrides /run/pmvm; --control PATH names the socket directly).
 
-exit codes of "pmvm run":
+exit codes of "pmvm run" (the same for a boot and a resume with --incoming):
   0  the guest powered off (ACPI S5), or was saved to a state file
-  1  pmvm failed (the message says why)
-  2  bad usage or invalid config
+  1  pmvm failed, or refused at run time: a state file it cannot resume, a
+     saved guest in the way, a host update under way, no KVM (the message
+     says why, and whether guest memory was touched)
+  2  bad usage, an invalid config, or a config this host cannot run: a
+     memory backing that does not exist, does not fit the block, or cannot
+     honour the VM's mode
   3  the guest asked for a reboot (pmvm does not reboot it: the supervisor decides)
   4  stopped by the host (SIGINT/SIGTERM or the control socket)
+Other commands exit 0 on success, 1 on failure, 2 on bad usage.
 `
 
 // Exit codes of pmvm run.
@@ -175,8 +180,8 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		Host: host, Incoming: *incoming, Started: processStart, Version: version, Seccomp: *confine})
 	if err != nil {
 		fmt.Fprintf(stderr, "pmvm run: %v\n", err)
-		if errors.Is(err, pmem.ErrModeRefused) || errors.Is(err, pmem.ErrMisfit) {
-			return exitUsage // the config asks for what its memory cannot give
+		if configRefused(err) {
+			return exitUsage
 		}
 		return exitFailure
 	}
@@ -190,6 +195,18 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	default:
 		return exitFailure
 	}
+}
+
+// configRefused reports whether Run refused the config itself, on a boot
+// or a resume alike: it asks for memory this host cannot give (a backing
+// that does not exist, does not fit, or cannot honour the VM's mode).
+func configRefused(err error) bool {
+	for _, e := range []error{pmem.ErrModeRefused, pmem.ErrMisfit, pmem.ErrSizeMismatch, lifecycle.ErrBackingMissing} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // hostConfigEnv names the host config when --host-config does not.

@@ -214,3 +214,38 @@ func readFile(t *testing.T, p string) string {
 	require.NoError(t, err)
 	return string(b)
 }
+
+// TestMissingBackingExitsLikeAnInvalidConfig proves that a memory backing
+// that does not exist is refused with the exit code of a config this host
+// cannot run (2), on a boot and on a resume alike (with create = true too:
+// a resume has no guest memory to create), and that each refusal says that
+// guest memory was not touched.
+func TestMissingBackingExitsLikeAnInvalidConfig(t *testing.T) {
+	_, cfg, backing, statePath := savedGuest(t)
+	dir := t.TempDir()
+	missing := fmt.Sprintf("/dev/shm/pmvm-cmd-test-%d-missing", os.Getpid())
+	os.Remove(missing)
+	gone := filepath.Join(dir, "gone.toml")
+	require.NoError(t, os.WriteFile(gone, []byte(strings.Replace(readFile(t, cfg), backing, missing, 1)), 0o644))
+	create := filepath.Join(dir, "create.toml")
+	require.NoError(t, os.WriteFile(create, []byte(strings.Replace(readFile(t, gone), "shared = true", "shared = true\ncreate = true", 1)), 0o644))
+	t.Cleanup(func() { os.Remove(missing) })
+
+	for _, c := range []struct {
+		name string
+		args []string
+	}{
+		{"boot", []string{"run", gone, "--log-level", "error"}},
+		{"resume", []string{"run", gone, "--incoming", statePath, "--log-level", "error"}},
+		{"resume with create = true", []string{"run", create, "--incoming", statePath, "--log-level", "error"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var o, e bytes.Buffer
+			assert.Equal(t, exitUsage, runMain(c.args, &o, &e), e.String())
+			assert.Contains(t, e.String(), "does not exist")
+			assert.Contains(t, e.String(), "guest memory was not touched")
+			assert.NoFileExists(t, missing, "nothing created")
+		})
+	}
+	assert.FileExists(t, statePath, "the state file is left for a resume on the right memory")
+}

@@ -73,7 +73,8 @@ type Guest struct {
 // open builds the machine cfg describes (booted, or restored by resume)
 // with con as its console, and starts its vCPUs.
 func open(cfg *configs.VM, resume *lifecycle.Resume, con *console) (*Guest, error) {
-	vm, err := lifecycle.Open(cfg, lifecycle.Options{Log: zerolog.Nop(), Console: con, Resume: resume})
+	// KeepState: the benchmarks resume one state file again and again.
+	vm, err := lifecycle.Open(cfg, lifecycle.Options{Log: zerolog.Nop(), Console: con, Resume: resume, KeepState: true})
 	if err != nil {
 		return nil, err
 	}

@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -14,6 +17,7 @@ import (
 
 	"github.com/pmvm/pmvm/configs"
 	"github.com/pmvm/pmvm/guestpm"
+	"github.com/pmvm/pmvm/pmem"
 	"github.com/pmvm/pmvm/pmem/memspec"
 	"github.com/pmvm/pmvm/state"
 	"github.com/pmvm/pmvm/vmm"
@@ -57,6 +61,9 @@ const setTimeBudget = 60 * time.Second
 // save, wakeup, status, stop).
 func Run(cfg *configs.VM, opts RunOptions) (vmm.Outcome, error) {
 	log := opts.Log
+	if err := refuseDuringUpdate(opts.Host); err != nil {
+		return vmm.OutcomeError, err
+	}
 	if opts.Incoming == "" {
 		if err := refuseBootOverSaved(cfg, opts.Host, opts.ConfigPath); err != nil {
 			return vmm.OutcomeError, err
@@ -69,7 +76,12 @@ func Run(cfg *configs.VM, opts RunOptions) (vmm.Outcome, error) {
 	// descriptor it maps.
 	mem, err := vmm.Preflight(cfg, opts.Incoming != "")
 	if err != nil {
-		return vmm.OutcomeError, err
+		return vmm.OutcomeError, preflightRefusal(cfg, err)
+	}
+	if opts.Incoming == "" {
+		if err := refuseBootOverSavedMemory(cfg, opts.Host, opts.ConfigPath, mem); err != nil {
+			return vmm.OutcomeError, err
+		}
 	}
 	// Before guest memory is mapped and vCPU threads start, so that every
 	// page and thread of this VM is in its cgroup.
@@ -133,13 +145,15 @@ func Run(cfg *configs.VM, opts RunOptions) (vmm.Outcome, error) {
 		}
 		log.Info().Dur("took", took).Int("allowed_calls", len(seccomp.Allowed)).Msg("confined to the system calls a running VM needs (seccomp)")
 	}
+	// A resume's state file is spent (moved aside) before the wake, under
+	// seccomp: the same calls as the move after the wake it replaces.
 	if err := v.Start(ctx); err != nil {
 		return vmm.OutcomeError, err
 	}
 	if resume != nil {
+		log.Info().Str("state", resume.SpentTo).Msg("state file moved aside before the wake: it cannot be resumed again")
 		fmt.Fprint(opts.Stderr, resume.Timeline.String())
 		resume.Timeline.LogSummary(log)
-		moveAsideResumed(opts.Incoming, log)
 	}
 	return v.Wait()
 }
@@ -175,18 +189,27 @@ func commands(m served, suspend func(context.Context) error, version string, log
 	}
 }
 
-// moveAsideResumed renames the state file of a guest that runs again: it
-// must never be resumed again.
-func moveAsideResumed(path string, log zerolog.Logger) {
-	moved, err := state.MoveAsideResumed(path)
-	switch {
-	case moved != "" && err == nil:
-		log.Info().Str("state", moved).Msg("state file moved aside: it cannot be resumed again")
-	case moved == "":
-		log.Error().Err(err).Str("state", path).Msg("the guest runs, but its state file is still in place: REMOVE IT BY HAND, resuming it again would corrupt the guest")
-	case err != nil:
-		log.Warn().Err(err).Msg("state file moved aside, not yet durably")
+// ErrBackingMissing is wrapped by Run's refusal of a VM whose memory
+// backing does not exist (on a resume, even with create = true: there is
+// no guest memory to create). Like a backing that cannot honour the mode
+// (pmem.ErrModeRefused), it is the config that cannot run on this host.
+var ErrBackingMissing = errors.New("a memory backing does not exist")
+
+// missingBacking is an error that wraps ErrBackingMissing too.
+type missingBacking struct{ error }
+
+func (missingBacking) Is(target error) bool { return target == ErrBackingMissing }
+
+// preflightRefusal is Preflight's refusal err, which comes before anything
+// is created or mapped, saying so; a missing memory backing is marked
+// ErrBackingMissing (the probe is cheap and repeated only here: a missing
+// kernel is not one).
+func preflightRefusal(cfg *configs.VM, err error) error {
+	err = fmt.Errorf("%w; nothing was started and guest memory was not touched", err)
+	if _, verr := pmem.Verdicts(vmm.MemorySpecs(cfg)...); verr != nil && errors.Is(verr, fs.ErrNotExist) {
+		return missingBacking{err}
 	}
+	return err
 }
 
 // refuseBootOverSaved refuses to boot a VM afresh while the host's
@@ -207,8 +230,78 @@ func refuseBootOverSaved(cfg *configs.VM, h HostConfig, cfgPath string) error {
 	} else {
 		what = fmt.Sprintf("a state file that does not read (%v)", err)
 	}
-	return fmt.Errorf("VM %q has %s in %s (state_dir of host config %s): booting it afresh would overwrite the memory that guest is suspended in. "+
+	return fmt.Errorf("VM %q has %s in %s (state_dir of host config %s): booting it afresh would overwrite the memory that guest is suspended in; nothing was started and guest memory was not touched. "+
 		"Resume it: pmvm run %s --incoming %s; or, to discard that guest for good, move the file out of %s first", cfg.Name, what, p, h.Path, cfgPath, p, h.Host.StateDir)
+}
+
+// refuseBootOverSavedMemory refuses to boot a VM afresh on memory that a
+// guest saved in the host's state_dir is suspended in, whichever VM that
+// guest is: a config may name another VM's backing (the same device-dax
+// namespace, the same file). Each *.state file's memory sections record
+// the identity of its backings; mem is Preflight's verdicts on cfg's.
+// State files that do not read are left to refuseBootOverSaved and pmvm
+// host restore.
+func refuseBootOverSavedMemory(cfg *configs.VM, h HostConfig, cfgPath string, mem *pmem.Report) error {
+	if h.Host == nil || mem == nil {
+		return nil
+	}
+	files, err := filepath.Glob(filepath.Join(h.Host.StateDir, "*.state"))
+	if err != nil {
+		return nil
+	}
+	for _, p := range files {
+		if fi, err := os.Lstat(p); err != nil || !fi.Mode().IsRegular() {
+			continue // never opened: a FIFO would block the boot
+		}
+		f, err := state.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		for _, sec := range f.Sections {
+			if !strings.HasPrefix(sec.Name, "memory/") {
+				continue
+			}
+			var saved pmem.Identity
+			if sec.DecodeJSON(&saved) != nil {
+				continue
+			}
+			for _, b := range mem.Blocks {
+				if b.Identity == nil || !sameBacking(saved, *b.Identity) {
+					continue
+				}
+				return fmt.Errorf("VM %q: memory block %q (%s) is the memory that VM %q is suspended in, saved %s in %s (state_dir of host config %s): "+
+					"booting on it would overwrite that guest; nothing was started and guest memory was not touched. "+
+					"Resume that guest first (pmvm host restore, or pmvm run ITS-CONFIG --incoming %s), give %s other memory, "+
+					"or, to discard that guest for good, move %s out of %s",
+					cfg.Name, b.Block, b.Backing, f.Header.VMName, f.Header.Created.UTC().Format(time.RFC3339), p, h.Path, p, cfgPath, p, h.Host.StateDir)
+			}
+		}
+	}
+	return nil
+}
+
+// sameBacking reports whether two backing identities name the same memory,
+// whatever the size each maps of it: a device-dax namespace by its uuid
+// (or, without one, its device number, whatever node names it); a file by
+// its inode on its filesystem (on fsdax, whose block device may be
+// numbered differently after a kexec, by its inode at the same path).
+// Anonymous and memfd memory is never shared between VMs.
+func sameBacking(a, b pmem.Identity) bool {
+	if a.Kind != b.Kind {
+		return false
+	}
+	switch a.Kind {
+	case pmem.KindAnonymous, pmem.KindMemfd:
+		return false
+	case pmem.KindDevDax:
+		if a.DaxUUID != "" && b.DaxUUID != "" {
+			return a.DaxUUID == b.DaxUUID
+		}
+		return a.Rdev == b.Rdev
+	case pmem.KindFsDax:
+		return a.Ino == b.Ino && (a.Dev == b.Dev || a.Path == b.Path)
+	}
+	return a.Ino == b.Ino && a.Dev == b.Dev
 }
 
 // JoinCgroup moves this pmvm into the VM's cgroup with its limits, made as
@@ -230,7 +323,7 @@ func JoinCgroup(cfg *configs.VM, h HostConfig, log zerolog.Logger) error {
 	lim := cgroup.LimitsFor(cfg, h.Host.Limits)
 	cg, moved, err := cgroup.Join(cfg.Name, h.Host.Limits.CgroupParent, lim)
 	if err != nil {
-		return fmt.Errorf("%w; nothing was started (cgroup from host config %s)", err, h.Path)
+		return fmt.Errorf("%w; nothing was started and guest memory was not touched (cgroup from host config %s)", err, h.Path)
 	}
 	log.Info().Str("cgroup", cg.String()).Str("limits", lim.String()).Bool("moved", moved).Str("host_config", h.Path).Msg("running in the VM's cgroup")
 	return nil

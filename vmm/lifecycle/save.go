@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -102,15 +105,75 @@ func RequestSave(control, statePath string, timeout time.Duration) (*timeline.Ti
 	return resp.Timeline, nil
 }
 
+// PMVMExit is how the pmvm serving a control socket ended, as WaitExited
+// saw it.
+type PMVMExit int
+
+const (
+	PMVMRunning PMVMExit = iota // still serving its control socket
+	PMVMExited                  // closed its control socket and let go of the VM
+	PMVMDied                    // gone without closing its socket (killed?): nothing accepts on it
+)
+
+func (e PMVMExit) String() string {
+	switch e {
+	case PMVMExited:
+		return "pmvm exited"
+	case PMVMDied:
+		return "pmvm died without closing its control socket (killed?)"
+	}
+	return "pmvm is still running"
+}
+
 // WaitExited waits up to wait for the pmvm serving control to exit after
 // a save (until then it holds the VM's sockets and memory lock, which a
 // resume needs) and records StepPMVMExited (of VM vm) in tl when it did.
-func WaitExited(control string, wait time.Duration, tl *timeline.Timeline, vm string) bool {
-	gone := vmm.WaitControlGone(control, wait)
-	if gone && tl != nil {
-		tl.Mark(vm, StepPMVMExited, "")
+// A pmvm is judged by whether anything still accepts on its socket, not
+// by the socket file, which a killed pmvm leaves behind.
+func WaitExited(control string, wait time.Duration, tl *timeline.Timeline, vm string) PMVMExit {
+	var lastDial time.Time
+	for deadline := time.Now().Add(wait); ; time.Sleep(5 * time.Millisecond) {
+		// The file is looked at every turn, a connect tried every 50 ms.
+		dial := time.Since(lastDial) >= 50*time.Millisecond
+		if dial {
+			lastDial = time.Now()
+		}
+		if e := pmvmExit(control, dial); e != PMVMRunning {
+			if tl != nil {
+				detail := ""
+				if e == PMVMDied {
+					detail = "died; its control socket was left behind"
+				}
+				tl.Mark(vm, StepPMVMExited, detail)
+			}
+			return e
+		}
+		if time.Now().After(deadline) {
+			return PMVMRunning
+		}
 	}
-	return gone
+}
+
+// pmvmExit looks once at the pmvm serving control: its socket file gone
+// is an exit; with dial, a connect that nothing accepts (ECONNREFUSED: no
+// process listens on it any more) is a death.
+func pmvmExit(control string, dial bool) PMVMExit {
+	if _, err := os.Lstat(control); errors.Is(err, os.ErrNotExist) {
+		return PMVMExited
+	}
+	if !dial {
+		return PMVMRunning
+	}
+	c, err := net.DialTimeout("unix", control, time.Second)
+	switch {
+	case err == nil:
+		c.Close()
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return PMVMDied
+	case errors.Is(err, os.ErrNotExist):
+		return PMVMExited
+	}
+	return PMVMRunning
 }
 
 // RequestSuspend asks the pmvm serving control to suspend its guest
