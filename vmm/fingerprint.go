@@ -15,7 +15,7 @@ import (
 // A memory backing's identity (its namespace, its inode) survives a cold
 // reboot that its contents do not: firmware scrubs or reuses the memory.
 // So a save also records a sampled fingerprint of guest memory: the
-// SHA-256 of a few thousand pages chosen at random, listed in the state
+// SHA-256 of a few hundred pages chosen at random, listed in the state
 // file, a few milliseconds at any RAM size. Most of a guest's memory may
 // be zero (never touched), and zeroed memory is what a scrub leaves, so
 // the sample is drawn from the pages that are not zero: pages are visited
@@ -34,8 +34,8 @@ const (
 	// is refused rather than misread.
 	fingerprintAlgorithm = "sha256/pages/v1"
 	fingerprintPageSize  = 4096
-	fingerprintPages     = 2048                 // pages hashed per memory block
-	fingerprintVisits    = 8 * fingerprintPages // pages looked at, at most, to find them
+	fingerprintPages     = 256                  // pages hashed per memory block
+	fingerprintVisits    = 8 * fingerprintPages // pages looked at, at most, to find them (each visit may fault a page in: 8 MiB at most)
 )
 
 type fingerprintRecord struct {
