@@ -212,7 +212,11 @@ func New(cfg *configs.VM, opt Options) (_ *Machine, err error) {
 			return nil, err
 		}
 		m.vcpus = append(m.vcpus, c)
-		if err = c.SetCPUID(x86.CPUID(supported, id, cfg.VCPUs)); err != nil {
+		leaves := x86.CPUID(supported, id, cfg.VCPUs)
+		if err = c.SetCPUID(leaves); err != nil {
+			return nil, err
+		}
+		if err = x86.SetBootXCR0(c, leaves); err != nil {
 			return nil, err
 		}
 		if err = c.SetMSRs(x86.BootMSRs()); err != nil {
