@@ -345,6 +345,11 @@ func (m *Machine) Boot() error {
 	if err != nil {
 		return fmt.Errorf("build ACPI tables: %w", err)
 	}
+	// A cold boot depends on nothing in guest RAM it did not write: the
+	// memory may hold what another guest left (persistent memory does).
+	if err := x86.ClearFirstMiB(m.mem); err != nil {
+		return err
+	}
 	if len(m.tables.Bytes) > x86.ACPITablesMax {
 		return fmt.Errorf("ACPI tables are %d bytes, more than the %d reserved for them", len(m.tables.Bytes), x86.ACPITablesMax)
 	}
