@@ -85,4 +85,3 @@ func taintFlags(v string) string {
 	}
 	return "flags " + strings.Join(out, ",")
 }
-
