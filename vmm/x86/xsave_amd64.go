@@ -172,9 +172,12 @@ func normaliseXSave(leaves []kvm.CPUIDEntry) []kvm.CPUIDEntry {
 // OfferedXCR0), the value a guest enables at boot. The guest sets XCR0
 // itself; this makes CPUID 0xD.0 EBX, which KVM computes from the XCR0 it
 // knows, already right for it. That matters where KVM does not see the
-// guest's XSETBV: nested under QEMU TCG, whose SVM does not intercept
-// XSETBV, KVM kept the size for XCR0 = x87 (576) and every Linux guest
-// warned "XSAVE consistency problem: size 832 != kernel_size 576".
+// guest's XSETBV: nested under QEMU TCG, whose XSETBV (helper_xsetbv in
+// target/i386/tcg/fpu_helper.c) checks no SVM intercept, KVM kept the size
+// for XCR0 = x87 (576) and every Linux guest in the lab warned "XSAVE
+// consistency problem: size 832 != kernel_size 576" (and ran with XCR0 = x87
+// after every exit, as KVM loaded the XCR0 it knew).
+// TestGuestSeesXSaveSizeOfItsXCR0 shows it.
 func SetBootXCR0(c *kvm.VCPU, leaves []kvm.CPUIDEntry) error {
 	xcr0 := OfferedXCR0(leaves)
 	if xcr0 == 0 {
