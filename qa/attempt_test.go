@@ -83,6 +83,9 @@ func inLabAttempts(t *testing.T, body func(t testing.TB)) {
 	for n := 1; ; n++ {
 		a := &attemptT{T: t, n: n}
 		a.run(body)
+		for _, vm := range a.vms {
+			judgeGuests(a, vm)
+		}
 		if n == 2 {
 			// A pass on the second attempt is reported as such, with
 			// the first attempt's reason, in make test's summary.

@@ -38,7 +38,9 @@ func start(t testing.TB, l *lab.Lab, q lab.QEMU, prefix string) *lab.VM {
 	}
 	t.Cleanup(vm.Kill)
 	if a, ok := t.(*attemptT); ok {
-		a.vms = append(a.vms, vm)
+		a.vms = append(a.vms, vm) // inLabAttempts judges its guests
+	} else {
+		t.Cleanup(func() { judgeGuests(t, vm) })
 	}
 	t.Logf("console log: %s", vm.LogPath)
 	return vm
@@ -64,6 +66,15 @@ func bootStandard(t testing.TB, std lab.Standard, name string, overall time.Dura
 	waitFor(t, vm, `PMVM-LAB kvm-ready`, 2*time.Minute)
 	t.Logf("L1 kvm-ready after %v", time.Since(t1))
 	return vm, t1
+}
+
+// judgeGuests fails t for every problem lab.GuestHealthProblems finds in
+// the guests' reports on vm's console: every lab test is held to it.
+func judgeGuests(t testing.TB, vm *lab.VM) {
+	t.Helper()
+	for _, p := range lab.GuestHealthProblems(vm.Lines()) {
+		t.Errorf("%s (console log: %s)", p, vm.LogPath)
+	}
 }
 
 func waitFor(t testing.TB, vm *lab.VM, re string, timeout time.Duration) []string {

@@ -233,7 +233,11 @@ func New(cfg *configs.VM, opt Options) (_ *Machine, err error) {
 			return nil, err
 		}
 		m.vcpus = append(m.vcpus, c)
-		if err = c.SetCPUID(x86.CPUID(supported, id, cfg.VCPUs)); err != nil {
+		leaves := x86.CPUID(supported, id, cfg.VCPUs)
+		if err = c.SetCPUID(leaves); err != nil {
+			return nil, err
+		}
+		if err = x86.SetBootXCR0(c, leaves); err != nil {
 			return nil, err
 		}
 		if err = c.SetMSRs(x86.BootMSRs()); err != nil {
@@ -378,6 +382,11 @@ func (m *Machine) Boot() error {
 	m.tables, err = acpi.Build(m.acpiConfig(), x86.ACPITablesAddr)
 	if err != nil {
 		return fmt.Errorf("build ACPI tables: %w", err)
+	}
+	// A cold boot depends on nothing in guest RAM it did not write: the
+	// memory may hold what another guest left (persistent memory does).
+	if err := x86.ClearFirstMiB(m.mem); err != nil {
+		return err
 	}
 	if len(m.tables.Bytes) > x86.ACPITablesMax {
 		return fmt.Errorf("ACPI tables are %d bytes, more than the %d reserved for them", len(m.tables.Bytes), x86.ACPITablesMax)

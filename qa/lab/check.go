@@ -137,6 +137,14 @@ func CheckDaxRun(vm *VM, seed uint64, timeout time.Duration) (*DaxResult, error)
 	if r.PeekHex != want {
 		bad("/dev/dax0.0 at offset %s holds %s after the guest powered off, want the guest's marker %s", m[1], r.PeekHex, want)
 	}
+	for n := 1; n <= DaxColdBoots; n++ {
+		if m, err = wait(fmt.Sprintf(`^PMVM-LAB coldboot-again n=%d exit=(\d+)`, n), 5*time.Minute); err != nil {
+			return r, err
+		}
+		if m[1] != "0" {
+			bad("cold boot %d over the memory the previous guest left on /dev/dax0.0: pmvm run exited %s after the guest's last line, want 0 (a power-off)", n, m[1])
+		}
+	}
 	return r, nil
 }
 

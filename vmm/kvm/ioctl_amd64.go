@@ -45,6 +45,7 @@ var (
 	ioctlSetCPUID2           = ioc(iocWrite, 0x90, sizeofCPUIDHeader)
 	ioctlGetMPState          = ioc(iocRead, 0x98, 4)
 	ioctlSetMPState          = ioc(iocWrite, 0x99, 4)
+	ioctlSetXCRS             = ioc(iocWrite, 0xa7, sizeofXCRs)
 )
 
 // Capabilities checked with KVM_CHECK_EXTENSION.

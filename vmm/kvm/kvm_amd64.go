@@ -383,6 +383,13 @@ func (c *VCPU) MPState() (uint32, error) {
 // SetMPState writes the vCPU's multiprocessing state.
 func (c *VCPU) SetMPState(s uint32) error { return wrap(c.setMPState(&s), "KVM_SET_MP_STATE", c.ID) }
 
+// SetXCR0 sets the vCPU's XCR0 (the XSAVE components enabled).
+func (c *VCPU) SetXCR0(v uint64) error {
+	x := xcrs{NrXCRs: 1}
+	x.XCRs[0].XCR, x.XCRs[0].Value = 0, v
+	return wrap(c.setXCRs(&x), "KVM_SET_XCRS", c.ID)
+}
+
 // SetCPUID sets the CPUID leaves the guest sees on this vCPU.
 func (c *VCPU) SetCPUID(entries []CPUIDEntry) error {
 	return wrap(c.setCPUID2(entries), "KVM_SET_CPUID2", c.ID)

@@ -103,6 +103,7 @@ func (c *VCPU) getSregs(s *Sregs) error { return ioctlPtr(c.f, ioctlGetSregs, un
 func (c *VCPU) setSregs(s *Sregs) error { return ioctlPtr(c.f, ioctlSetSregs, unsafe.Pointer(s)) }
 func (c *VCPU) getFPU(f *FPU) error     { return ioctlPtr(c.f, ioctlGetFPU, unsafe.Pointer(f)) }
 func (c *VCPU) setFPU(f *FPU) error     { return ioctlPtr(c.f, ioctlSetFPU, unsafe.Pointer(f)) }
+func (c *VCPU) setXCRs(x *xcrs) error   { return ioctlPtr(c.f, ioctlSetXCRS, unsafe.Pointer(x)) }
 func (c *VCPU) getLAPIC(l *LAPICState) error {
 	return ioctlPtr(c.f, ioctlGetLAPIC, unsafe.Pointer(l))
 }

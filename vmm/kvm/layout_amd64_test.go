@@ -40,6 +40,7 @@ func TestStructLayouts(t *testing.T) {
 	assert.EqualValues(t, 408, unsafe.Offsetof(FPU{}.MXCSR))
 
 	assert.EqualValues(t, sizeofCPUIDEntry, unsafe.Sizeof(CPUIDEntry{}))
+	assert.EqualValues(t, sizeofXCRs, unsafe.Sizeof(xcrs{}))
 	assert.EqualValues(t, 12, unsafe.Offsetof(CPUIDEntry{}.EAX))
 	assert.EqualValues(t, sizeofMSREntry, unsafe.Sizeof(MSREntry{}))
 	assert.EqualValues(t, 8, unsafe.Offsetof(MSREntry{}.Data))
@@ -81,6 +82,7 @@ func TestIoctlNumbers(t *testing.T) {
 		"KVM_SET_CPUID2":             {ioctlSetCPUID2, 0x4008AE90},
 		"KVM_GET_MP_STATE":           {ioctlGetMPState, 0x8004AE98},
 		"KVM_SET_MP_STATE":           {ioctlSetMPState, 0x4004AE99},
+		"KVM_SET_XCRS":               {ioctlSetXCRS, 0x4188AEA7},
 	} {
 		assert.Equal(t, c.want, c.got, "%s = %#x, kernel says %#x", name, c.got, c.want)
 	}

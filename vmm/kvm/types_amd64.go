@@ -14,6 +14,7 @@ const (
 	sizeofFPU                   = 416
 	sizeofCPUIDEntry            = 40
 	sizeofCPUIDHeader           = 8
+	sizeofXCRs                  = 392
 	sizeofMSREntry              = 16
 	sizeofMSRsHeader            = 8
 	sizeofIRQLevel              = 8
@@ -101,6 +102,18 @@ type CPUIDEntry struct {
 	ECX      uint32
 	EDX      uint32
 	_        [3]uint32
+}
+
+// xcrs is struct kvm_xcrs.
+type xcrs struct {
+	NrXCRs uint32
+	Flags  uint32
+	XCRs   [16]struct {
+		XCR      uint32
+		Reserved uint32
+		Value    uint64
+	}
+	_ [16]uint64
 }
 
 // CPUIDFlagSignificantIndex marks a leaf whose sub-leaf (Index) matters.

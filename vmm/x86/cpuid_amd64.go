@@ -11,10 +11,12 @@ const (
 
 // CPUID returns the leaves vCPU id (its APIC id) of an ncpu machine sees:
 // KVM's supported set, with the topology described as ncpu cores of one
-// socket, one thread each, and the hypervisor bit set.
+// socket, one thread each, the hypervisor bit set, and leaf 0xD (XSAVE)
+// consistent with the features offered (see normaliseXSave).
 func CPUID(supported []kvm.CPUIDEntry, id, ncpu int) []kvm.CPUIDEntry {
 	out := make([]kvm.CPUIDEntry, len(supported))
 	copy(out, supported)
+	out = normaliseXSave(out)
 	coreBits := uint32(0)
 	for 1<<coreBits < ncpu {
 		coreBits++

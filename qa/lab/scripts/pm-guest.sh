@@ -1,6 +1,7 @@
 # shellcheck shell=sh
 # The body of PMGuestInit (qa/lab/guestinit.go), after the prelude, the
-# reports, guest-lib.sh and guest-agent-start.sh. Parameters (set before
+# reports (health_report: guest-report.sh), guest-lib.sh and
+# guest-agent-start.sh. Parameters (set before
 # it): SEED PERCENT RTC_AFTER RTC_SECS STOP_AGENT_AFTER; QGA_PID comes
 # from guest-agent-start.sh.
 echo 0 > /proc/sys/vm/compact_unevictable_allowed 2>/dev/null
@@ -30,6 +31,7 @@ while :; do
 		_pm=$(dmesg | grep -c 'PM: suspend exit')
 		_fail=$(cat /sys/power/suspend_stats/fail 2>/dev/null)
 		echo "PMVM-GUEST resumed n=$n cpus-online=$_cpus boot_id=$_bid pm-exit=$_pm suspend-fail=$_fail uptime=$(cut -d' ' -f1 /proc/uptime) date=$(date +%s)"
+		health_report "resume-$n"
 		kill -USR1 "$PAT"
 		wait_file /tmp/pattern.state "round=$n " 900 || echo "PMVM-GUEST ERROR: pattern check $n did not finish"
 		if [ "$n" -eq "$RTC_AFTER" ]; then arm_rtc; fi
