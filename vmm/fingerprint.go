@@ -10,13 +10,14 @@ import (
 	"time"
 
 	"github.com/pmvm/pmvm/state"
+	"github.com/pmvm/pmvm/vmm/x86"
 )
 
 // A memory backing's identity (its namespace, its inode) survives a cold
 // reboot that its contents do not: firmware scrubs or reuses the memory.
 // So a save also records a sampled fingerprint of guest memory: the
-// SHA-256 of a few hundred pages chosen at random, listed in the state
-// file, a few milliseconds at any RAM size. Most of a guest's memory may
+// SHA-256 of some fixed pages (anchorWindows) and a few hundred chosen at
+// random, listed in the state file, a few milliseconds at any RAM size. Most of a guest's memory may
 // be zero (never touched), and zeroed memory is what a scrub leaves, so
 // the sample is drawn from the pages that are not zero: pages are visited
 // in a random order (a random start and a stride coprime with the page
@@ -114,6 +115,33 @@ func isZero(p []byte) bool {
 	return true
 }
 
+// anchorWindows are guest-physical ranges every booted guest holds
+// non-zero and keeps: pmvm's ACPI tables (below 1 MiB, which a cold boot
+// clears first) and the start of the kernel it loaded at 1 MiB. The random
+// sample of a guest that has touched little of its RAM may find no
+// non-zero page; these make a scrubbed or reused memory show anyway.
+var anchorWindows = []struct{ start, size uint64 }{
+	{x86.ACPITablesAddr, x86.HighMemStart - x86.ACPITablesAddr},
+	{x86.HighMemStart, 32 * fingerprintPageSize},
+}
+
+// anchorPages are the pages of memory block i inside anchorWindows.
+func (m *Machine) anchorPages(i int) []uint64 {
+	var pages []uint64
+	for _, r := range m.ram {
+		if r.Block != i {
+			continue
+		}
+		for _, w := range anchorWindows {
+			lo, hi := max(w.start, r.GuestPhys), min(w.start+w.size, r.End())
+			for gpa := lo &^ (fingerprintPageSize - 1); gpa < hi; gpa += fingerprintPageSize {
+				pages = append(pages, (gpa-r.GuestPhys+r.BlockOffset)/fingerprintPageSize)
+			}
+		}
+	}
+	return pages
+}
+
 // fingerprint hashes the pages of mem: each page's index, then its bytes,
 // so that a page found at another index does not match. A page beyond
 // mem gives "" (no match).
@@ -137,7 +165,7 @@ func (m *Machine) addFingerprint(f *state.File) error {
 	start := time.Now()
 	rec := fingerprintRecord{Algorithm: fingerprintAlgorithm, PageSize: fingerprintPageSize}
 	for i, r := range m.regions {
-		pages := samplePages(r.Mem, fingerprintPages, fingerprintVisits)
+		pages := append(m.anchorPages(i), samplePages(r.Mem, fingerprintPages, fingerprintVisits)...)
 		rec.Blocks = append(rec.Blocks, blockFingerprint{Block: m.cfg.Memory[i].Name, Pages: pages, SHA256: fingerprint(r.Mem, pages)})
 	}
 	m.log.Debug().Dur("took", time.Since(start)).Msg("guest memory fingerprinted")

@@ -25,6 +25,7 @@ import (
 	"github.com/pmvm/pmvm/vmm"
 	"github.com/pmvm/pmvm/vmm/acpi"
 	"github.com/pmvm/pmvm/vmm/x86"
+	"github.com/pmvm/pmvm/vmm/x86/x86test"
 )
 
 // hostHelperEnv makes this test binary act as the pmvm binary (see
@@ -69,7 +70,8 @@ func hostSuspendingKernel(t *testing.T, dir string) string {
 	require.NoError(t, err)
 	code := []byte{0xc7, 0x04, 0x25}
 	code = binary.LittleEndian.AppendUint32(code, uint32(tables.FACS+acpi.FACSFirmwareWakingVectorOffset))
-	code = binary.LittleEndian.AppendUint32(code, hostWakeVector) // mov dword [FACS+12], 0x30000
+	code = binary.LittleEndian.AppendUint32(code, hostWakeVector)              // mov dword [FACS+12], 0x30000
+	code = append(code, x86test.StoreBytes(hostWakeVector, hostResumeCode)...) // its resume code, as an OS does
 	code = append(code,
 		0xc6, 0x04, 0x25, 0x00, 0x00, 0x04, 0x00, 'M', // mov byte [0x40000], 'M'
 		0x66, 0xba, 0xf8, 0x03, 0xb0, 'S', 0xee, // out 'S' to COM1
@@ -201,8 +203,6 @@ func (l *hostLab) addVM(t *testing.T, name string, reboot bool) *hostVM {
 		require.NoError(t, err, "/dev/shm must be a writable tmpfs")
 		t.Cleanup(func() { os.Remove(v.backing) })
 		require.NoError(t, f.Truncate(64<<20))
-		_, err = f.WriteAt(hostResumeCode, hostWakeVector)
-		require.NoError(t, err)
 		require.NoError(t, f.Close())
 		mode = "reboot"
 		memory = fmt.Sprintf("backing = %q\nshared = true\npreserved_across_kexec = true", v.backing)

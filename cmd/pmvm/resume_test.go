@@ -41,8 +41,6 @@ func shmBacking(t *testing.T, suffix string) string {
 	require.NoError(t, err, "/dev/shm must be a writable tmpfs")
 	t.Cleanup(func() { os.Remove(path) })
 	require.NoError(t, f.Truncate(64<<20))
-	_, err = f.WriteAt(resumeCode, wakeVector)
-	require.NoError(t, err)
 	require.NoError(t, f.Close())
 	return path
 }

@@ -26,8 +26,6 @@ const (
 	SuspendOutput = x86test.SuspendOutput
 )
 
-var resumeCode = x86test.ResumeCode
-
 // SuspendingKernel returns x86test's self-suspending kernel for a 1-vCPU
 // machine (the FACS address depends on the vCPU count).
 func SuspendingKernel() ([]byte, error) {
@@ -68,7 +66,7 @@ func ShmPath(name string) string {
 }
 
 // CreateBacking creates the file at path with size bytes (sparse: no page
-// is allocated) and the tiny guest's resume code at WakeVector. With
+// is allocated; the tiny guest writes its own resume code). With
 // touched, every page is written first (with a non-zero pattern, so that
 // nothing can skip it as a zero page) and the whole file is resident in
 // tmpfs. The file must not exist.
@@ -97,9 +95,6 @@ func CreateBacking(path string, size uint64, touched bool) (err error) {
 				return fmt.Errorf("touch backing: %w", err)
 			}
 		}
-	}
-	if _, err := f.WriteAt(resumeCode, WakeVector); err != nil {
-		return fmt.Errorf("write resume code: %w", err)
 	}
 	return nil
 }

@@ -24,9 +24,8 @@ func BzImage(code []byte) []byte {
 	return img
 }
 
-// WakeVector is where ResumeCode must sit in guest RAM: real mode,
-// CS=0x3000 IP=0. Tests write it into the backing before the first run, as
-// a real OS keeps its resume code in RAM.
+// WakeVector is where SuspendingKernel puts ResumeCode before it sleeps:
+// real mode, CS=0x3000 IP=0.
 const WakeVector = 0x30000
 
 // SuspendOutput is what SuspendingKernel prints on COM1 before S3.
@@ -46,6 +45,9 @@ func SuspendingKernel(facs uint64) []byte {
 	code := []byte{0xc7, 0x04, 0x25}
 	code = binary.LittleEndian.AppendUint32(code, uint32(facs+facsWakingVector))
 	code = binary.LittleEndian.AppendUint32(code, WakeVector) // mov dword [FACS+12], WakeVector
+	// Its resume code, as an OS puts its own in RAM before it sleeps (a
+	// cold boot clears RAM below 1 MiB, so nothing may be left there).
+	code = append(code, StoreBytes(WakeVector, ResumeCode)...)
 	code = append(code,
 		0xc6, 0x04, 0x25, 0x00, 0x00, 0x04, 0x00, 'M', // mov byte [0x40000], 'M'
 		0x66, 0xba, 0xf8, 0x03, 0xb0, 'S', 0xee, // out 'S' to COM1
@@ -53,6 +55,18 @@ func SuspendingKernel(facs uint64) []byte {
 		0x66, 0xba, 0x04, 0x06, 0x66, 0xef, // out to PM1a_CNT
 		0xeb, 0xfe) // jmp $ (never reached: the vCPU parks)
 	return BzImage(code)
+}
+
+// StoreBytes is long-mode code that writes b to guest-physical addr (RAM
+// below 4 GiB is identity-mapped at boot), a byte at a time.
+func StoreBytes(addr uint32, b []byte) []byte {
+	var code []byte
+	for i, v := range b {
+		code = append(code, 0xc6, 0x04, 0x25) // mov byte [addr+i], v
+		code = binary.LittleEndian.AppendUint32(code, addr+uint32(i))
+		code = append(code, v)
+	}
+	return code
 }
 
 // ResumeCode runs in real mode at WakeVector: it prints ResumeOutput and
