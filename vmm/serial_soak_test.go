@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -174,4 +175,69 @@ func envInt(t *testing.T, name string) int {
 		t.Fatalf("%s=%q: want a count of boots", name, s)
 	}
 	return n
+}
+
+// TestSerialStallLogged: when the guest leaves the agent line undrained,
+// pmvm's log says so and why (here: the port was never opened), and says
+// when the guest reads again; the client's write completes then.
+func TestSerialStallLogged(t *testing.T) {
+	defer func(d time.Duration) { stallReport = d }(stallReport)
+	stallReport = 200 * time.Millisecond
+	sock := filepath.Join(t.TempDir(), "agent.sock")
+	p, err := ListenSerial(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	var logs syncBuffer
+	u := uart.New(nil, p)
+	p.attach(u, zerolog.New(&logs))
+	defer p.detach()
+	conn, release, err := p.Borrow(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := conn.Write([]byte("12"))
+		if err == nil {
+			_, err = conn.Write([]byte("3")) // taken only after the feeder placed "2"
+		}
+		wrote <- err
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logs.String(), "guest is not reading its serial line") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no stall report in the log after 10 s: %q", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.Contains(logs.String(), "received-data interrupt off (IER 0x00)") {
+		t.Errorf("the stall report does not say why: %q", logs.String())
+	}
+	select {
+	case err := <-wrote:
+		t.Fatalf("the write completed (%v) although the guest reads nothing", err)
+	default:
+	}
+	wr := func(off uint16, v byte) { u.Write(off, []byte{v}) }
+	rd := func(off uint16) byte { var b [1]byte; u.Read(off, b[:]); return b[0] }
+	wr(uart.RegIER, uart.IERRDA)
+	for _, want := range "123" {
+		for start := time.Now(); rd(uart.RegLSR)&uart.LSRDR == 0; time.Sleep(time.Millisecond) {
+			if time.Since(start) > 10*time.Second {
+				t.Fatalf("byte %q never arrived", want)
+			}
+		}
+		if got := rd(uart.RegData); got != byte(want) {
+			t.Fatalf("guest read %q, want %q", got, want)
+		}
+	}
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "guest is reading its serial line again") {
+		t.Errorf("no report of the line flowing again: %q", logs.String())
+	}
 }
