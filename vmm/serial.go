@@ -24,6 +24,7 @@ type SerialPort struct {
 	conn     net.Conn
 	borrowed bool // pmvm itself holds the line; socket clients are turned away
 	uart     *uart.UART
+	log      zerolog.Logger
 }
 
 // writeTimeout bounds how long a vCPU may wait on a slow socket client:
@@ -80,7 +81,7 @@ func listenUnix(path string) (net.Listener, error) {
 // attach starts bridging clients of the socket to u.
 func (s *SerialPort) attach(u *uart.UART, log zerolog.Logger) {
 	s.mu.Lock()
-	s.uart = u
+	s.uart, s.log = u, log
 	s.mu.Unlock()
 	go acceptLoop(s.ln, log, s.path, func(c net.Conn) { s.connect(c, u, log) })
 }
@@ -130,11 +131,18 @@ func (s *SerialPort) attachedTo(u *uart.UART) bool {
 	return s.uart == u
 }
 
+// stallReport is how long the guest may leave the receive FIFO full before
+// feed logs why (once per stall): a client then sees "not draining".
+var stallReport = 5 * time.Second
+
 // feed copies a client's bytes into the UART's receive FIFO, waiting for
 // the guest to drain it rather than spinning, until the client leaves or
 // the line is detached.
 func (s *SerialPort) feed(c net.Conn, u *uart.UART) {
 	buf := make([]byte, 256)
+	s.mu.Lock()
+	log := s.log
+	s.mu.Unlock()
 	for {
 		n, err := c.Read(buf)
 		p := buf[:n]
@@ -142,14 +150,31 @@ func (s *SerialPort) feed(c net.Conn, u *uart.UART) {
 			c.Close()
 			return
 		}
+		progress, reported := time.Now(), false
 		for len(p) > 0 {
 			k := u.Receive(p)
 			p = p[k:]
-			if len(p) > 0 {
-				select {
-				case <-u.SpaceAvailable():
-				case <-time.After(50 * time.Millisecond):
+			if k > 0 {
+				if reported {
+					log.Info().Str("socket", s.path).Msg("guest is reading its serial line again")
 				}
+				progress, reported = time.Now(), false
+			}
+			if len(p) == 0 {
+				break
+			}
+			if !reported && time.Since(progress) >= stallReport {
+				reported = true
+				log.Warn().Str("socket", s.path).Dur("for", time.Since(progress).Round(time.Second)).
+					Str("uart", u.ReceiverStatus()).Msg("guest is not reading its serial line")
+			}
+			select {
+			case <-u.SpaceAvailable():
+			case <-time.After(50 * time.Millisecond):
+			}
+			if !s.attachedTo(u) {
+				c.Close()
+				return
 			}
 		}
 		if err != nil {

@@ -234,6 +234,28 @@ func (u *UART) Receive(p []byte) int {
 	return n
 }
 
+// ReceiverStatus says in a sentence why the receive FIFO may not be
+// draining, from what the guest has programmed: a host goroutine whose
+// bytes have not been taken for a long time logs it, so a stalled line
+// tells whether the guest closed the port (IER off) or did not service a
+// raised interrupt.
+func (u *UART) ReceiverStatus() string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	r := &u.regs
+	fill := fmt.Sprintf("%d of %d bytes waiting in the receive FIFO", u.rxLen, u.rxCapLocked())
+	switch {
+	case r.MCR&MCRLoop != 0:
+		return fmt.Sprintf("the guest put the UART in loopback mode (MCR %#02x): the receiver does not listen to the host; %s", r.MCR, fill)
+	case r.IER&IERRDA == 0:
+		return fmt.Sprintf("the guest has the received-data interrupt off (IER %#02x): no program in the guest has the port open, or its driver is not reading; %s", r.IER, fill)
+	case u.lineHigh:
+		return fmt.Sprintf("the interrupt is raised (IER %#02x, IIR %#02x) and the guest has not serviced it: a lost interrupt in the guest's interrupt controller or driver; %s", r.IER, u.iirLocked(), fill)
+	default:
+		return fmt.Sprintf("no interrupt is pending (IER %#02x, IIR %#02x, LSR %#02x); %s", r.IER, u.iirLocked(), r.LSR, fill)
+	}
+}
+
 // Read implements a guest port read of len(data) bytes at offset from the
 // base port. Every byte is decoded as a separate access to offset+i, as the
 // ISA bus splits wide accesses to an 8-bit device; bytes outside 0-7 read

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -720,5 +721,23 @@ func runOps(t *testing.T, u *UART, l *fakeLine, in []byte) {
 		if l.level() != pending {
 			t.Fatalf("line %v but IIR pending %v", l.level(), pending)
 		}
+	}
+}
+
+// TestReceiverStatus: the sentence a stalled host feeder logs tells a
+// closed port from an unserviced interrupt.
+func TestReceiverStatus(t *testing.T) {
+	u, _, _ := newTest(t)
+	u.Receive([]byte("x"))
+	if s := u.ReceiverStatus(); !strings.Contains(s, "interrupt off (IER 0x00)") || !strings.Contains(s, "1 of 1 bytes") {
+		t.Errorf("port never opened: %q", s)
+	}
+	wr(u, RegIER, IERRDA)
+	if s := u.ReceiverStatus(); !strings.Contains(s, "has not serviced it") {
+		t.Errorf("interrupt raised, not serviced: %q", s)
+	}
+	wr(u, RegMCR, MCRLoop)
+	if s := u.ReceiverStatus(); !strings.Contains(s, "loopback") {
+		t.Errorf("loopback: %q", s)
 	}
 }
