@@ -25,7 +25,7 @@ var allowedImports = map[string][]string{
 	"state":           {"pmem/memspec"},
 	"pmem":            {"pmem/memspec", "pmem/flock"},
 	"vmm/x86":         {"vmm/kvm", "vmm/x86/bzimage", "pmem/memspec"},
-	"vmm/devices/...": {"vmm/devices", "state"},
+	"vmm/devices/...": {"vmm/devices/...", "state"},
 	"vmm/cgroup":      {"configs", "pmem/memspec"},
 	"vmm/timeline":    {"state"},
 }
