@@ -1,6 +1,7 @@
 package vmm
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/pmvm/pmvm/pmem/memspec"
@@ -95,6 +96,24 @@ func (m *Machine) spendGenerations(gens []state.Generation) error {
 		}
 	}
 	return nil
+}
+
+// SpendState spends the restored state on the memory (advances each
+// backing's generation), so that it and every copy of it can never be
+// resumed again. The resume calls it last before the wake, once the state
+// file is moved aside: a pmvm killed before it leaves the state resumable.
+func (m *Machine) SpendState() error { return m.spendGenerations(m.restoredGens) }
+
+// UnspendState puts the generations SpendState advanced back, for a wake
+// that failed before any vCPU ran: the state may then be resumed again.
+func (m *Machine) UnspendState() error {
+	var errs []error
+	for _, g := range m.restoredGens {
+		if err := state.SetGeneration(g.Key, g.Generation); err != nil {
+			errs = append(errs, fmt.Errorf("memory block %q: %w", g.Block, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // NewGeneration spends every state saved over this machine's memory before

@@ -81,10 +81,13 @@ type Machine struct {
 	// wakeOnS3, when set, is why a suspend pmvm asked for was given up on:
 	// an S3 entry then wakes the guest at once (WakeOnSuspend). Guarded by mu.
 	wakeOnS3 string
-	outcome  Outcome
-	stopErr  error
-	started  time.Time
-	stopping chan struct{} // closed by stop
+	// restoredGens are the generations the restored state was saved at
+	// (Restore), spent by SpendState.
+	restoredGens []state.Generation
+	outcome      Outcome
+	stopErr      error
+	started      time.Time
+	stopping     chan struct{} // closed by stop
 
 	// writeStateFile writes a state file durably (state.WriteFile; tests
 	// wrap it to act while a save is in progress).

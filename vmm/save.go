@@ -424,10 +424,13 @@ func (m *Machine) Restore(in *Incoming) error {
 	if err := m.vm.SetClock(c); err != nil {
 		return err
 	}
-	// Last before the vCPUs can run: spend this state on the memory.
-	if err := m.spendGenerations(in.gens); err != nil {
+	// Checked again now that this pmvm holds the backings' locks; the
+	// state is spent on the memory only by SpendState, right before the
+	// wake: a pmvm killed before then leaves the state resumable.
+	if _, err := checkGenerations(in.gens); err != nil {
 		return fmt.Errorf("cannot restore %s: %w", in.Path, err)
 	}
+	m.restoredGens = in.gens
 	m.mu.Lock()
 	m.setStateLocked(StateSuspended)
 	m.mu.Unlock()

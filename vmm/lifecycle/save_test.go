@@ -225,7 +225,10 @@ func TestRequestSaveOverTheControlSocket(t *testing.T) {
 	require.Equal(t, PMVMExited, WaitExited(sock, 5*time.Second, tl, "vm1"), "the saved pmvm stops serving")
 	ev := tl.Sorted()
 	assert.Equal(t, timeline.Event{At: ev[len(ev)-1].At, VM: "vm1", What: StepPMVMExited}, ev[len(ev)-1])
-	assert.True(t, m.finished)
+	m.mu.Lock()
+	finished := m.finished
+	m.mu.Unlock()
+	assert.True(t, finished)
 
 	failing := &fakeMachine{state: vmm.StateRunning, saveErr: errors.New("disk full")}
 	sock = serve(t, failing, nil)

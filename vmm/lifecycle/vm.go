@@ -88,6 +88,8 @@ type runner interface {
 	Run(ctx context.Context) (vmm.Outcome, error)
 	Wake(why string) error
 	Stop()
+	SpendState() error
+	UnspendState() error
 }
 
 // Open builds the machine cfg describes and either loads the kernel (a
@@ -149,10 +151,24 @@ func (v *VM) Start(ctx context.Context) error {
 	if r == nil {
 		return nil
 	}
+	// The point of no return, last before the wake: the state is spent on
+	// the memory (its generation advances). A pmvm killed before this
+	// leaves the state resumable (moved aside, if it got that far).
+	if err := v.m.SpendState(); err != nil {
+		v.m.Stop()
+		<-v.done
+		if r.SpentTo != "" {
+			err = fmt.Errorf("%w; %s", err, unspend(r.SpentTo, r.Path))
+		}
+		return fmt.Errorf("resume from %s: %w", r.Path, err)
+	}
 	// Wake waits for the vCPU threads Run starts to park.
 	if err := v.m.Wake("resume from " + r.Path); err != nil {
 		v.m.Stop()
 		<-v.done
+		if uerr := v.m.UnspendState(); uerr != nil {
+			err = fmt.Errorf("%w; putting the memory's generation back failed too (%v)", err, uerr)
+		}
 		if r.SpentTo != "" {
 			err = fmt.Errorf("%w; %s", err, unspend(r.SpentTo, r.Path))
 		}

@@ -26,8 +26,11 @@ type fakeRunner struct {
 	mu          sync.Mutex
 	ran, woke   bool
 	stateAtWake bool // the state file still existed under its name when the vCPUs were woken
-	stopped     chan struct{}
-	stopOnce    sync.Once
+	// spentAfterMoveBeforeWake: SpendState came after the move-aside and
+	// before the wake; unspent: UnspendState was called.
+	spentAfterMoveBeforeWake, unspent bool
+	stopped                           chan struct{}
+	stopOnce                          sync.Once
 }
 
 func newFakeRunner(statePath string) *fakeRunner {
@@ -56,6 +59,23 @@ func (f *fakeRunner) Wake(string) error {
 
 func (f *fakeRunner) Stop() { f.stopOnce.Do(func() { close(f.stopped) }) }
 
+// SpendState records whether the state file was already moved aside and
+// the vCPUs not yet woken: the state is spent on the memory last.
+func (f *fakeRunner) SpendState() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, err := os.Lstat(f.statePath)
+	f.spentAfterMoveBeforeWake = err != nil && !f.woke
+	return nil
+}
+
+func (f *fakeRunner) UnspendState() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.unspent = true
+	return nil
+}
+
 func resumeAt(path string) *Resume {
 	return &Resume{Path: path, Timeline: timeline.New("resume")}
 }
@@ -65,7 +85,8 @@ func resumeAt(path string) *Resume {
 // crash right after the wake cannot leave a resumable stale state; that a
 // state file that cannot be moved aside refuses the resume before any
 // vCPU runs, leaving it in place; and that a wake that fails (the guest
-// did not run) puts the state file back for a retry.
+// did not run) puts the state file and the memory's generation back for a
+// retry.
 func TestStartSpendsTheStateBeforeTheWake(t *testing.T) {
 	dir := t.TempDir()
 
@@ -77,6 +98,8 @@ func TestStartSpendsTheStateBeforeTheWake(t *testing.T) {
 	require.NoError(t, v.Start(context.Background()))
 	assert.True(t, f.woke)
 	assert.False(t, f.stateAtWake, "the state file was moved aside before the vCPUs were woken")
+	assert.True(t, f.spentAfterMoveBeforeWake, "the memory's generation advanced after the move-aside and before the wake (a pmvm killed before it leaves the state resumable)")
+	assert.False(t, f.unspent)
 	assert.NoFileExists(t, p)
 	moved := state.LastResumed(p)
 	require.NotEmpty(t, moved)
@@ -110,5 +133,6 @@ func TestStartSpendsTheStateBeforeTheWake(t *testing.T) {
 	require.Error(t, err)
 	assert.False(t, f.stateAtWake, "spent before the wake")
 	assert.FileExists(t, p2, "put back after the failed wake, for a retry")
+	assert.True(t, f.unspent, "the memory's generation is put back too, or the retry would be refused")
 	assert.Contains(t, err.Error(), "put back")
 }
