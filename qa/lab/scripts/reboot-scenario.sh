@@ -1,53 +1,119 @@
 # shellcheck shell=sh
-# TestLabRebootResume's lab host script (RebootScenario in
-# qa/lab/reboot.go). Parameters (set before it): CYCLES, and FAULTS: one
-# refused resume a line, "TAG PMVM-RUN-ARGUMENTS" (RebootFaults).
+# TestLabRebootResume's lab host script: save and resume cycles with the
+# fault matrix injected at its steps (RebootScenario in qa/lab/reboot.go
+# says where). Parameters (set before it): CYCLES, and FAULTS: one refused
+# resume a line, "TAG PMVM-RUN-ARGUMENTS" (the MatrixCases with Args).
 # shellcheck source=SCRIPTDIR/lib.sh
 . /lab/lib.sh
 VM=labguest
+STATE=/tmp/labguest.state
 dax_setup
-for c in /lab/guest.toml /lab/wrong-vcpus.toml /lab/other-vm.toml /lab/missing-dax.toml; do dax_config $c; done
+for c in /lab/guest.toml /lab/wrong-vcpus.toml /lab/wrong-memory.toml /lab/other-vm.toml /lab/missing-dax.toml; do dax_config $c; done
 pmvm_start /lab/guest.toml
 wait_for 'PMVM-GUEST ready' 600 || fail "the guest never got ready (qemu-ga + pattern fill)"
 lab "ready-seen l1-date=$(now)"
 wait_for 'PMVM-GUEST boot_id=' 5 || fail "the guest printed no boot_id"
+# mx_sum CASE: the device's SHA-256 after CASE (JudgeMatrix compares it
+# with the one printed before the case).
+mx_sum() {
+	_sum=$(daxpeek --sum /dev/dax0.0 | sed -n 's/.*sha256=\([0-9a-f]*\).*/\1/p')
+	[ -n "$_sum" ] || fail "daxpeek --sum /dev/dax0.0 failed"
+	lab "mx-sum case=$1 sha256=$_sum"
+}
 save() {
-	run_cmd "save-$1" pmvm save $VM --state /tmp/labguest.state --timeout 60s
+	run_cmd "save-$1" pmvm save $VM --state $STATE --timeout 60s
 	[ "$RC" = 0 ] || fail "pmvm save (cycle $1) exited $RC: $OUT"
 	pmvm_wait 60 || fail "pmvm did not exit after pmvm save (cycle $1)"
 	[ "$PMVM_RC" = 0 ] || fail "pmvm exited $PMVM_RC after pmvm save (cycle $1)"
 }
+# resume N: pmvm run --incoming; returns 1 if the guest did not report
+# resume N (the caller says whether that fails the scenario).
 resume() {
-	pmvm_start /lab/guest.toml --incoming /tmp/labguest.state
-	wait_for "PMVM-GUEST resumed n=$1 " 120 || fail "the guest did not report resume $1 after pmvm run --incoming"
+	pmvm_start /lab/guest.toml --incoming $STATE
+	wait_for "PMVM-GUEST resumed n=$1 " 120 || return 1
 	lab "resumed-seen n=$1 l1-date=$(now)"
 	wait_for "PMVM-GUEST pattern-verify [A-Za-z]+ .*round=$1 " 600 || fail "the pattern check after resume $1 did not finish"
 }
+# faults: the batch of refused resumes after the first save.
 faults() {
-	run_cmd inspect pmvm state inspect /tmp/labguest.state
+	run_cmd inspect pmvm state inspect $STATE
 	[ "$RC" = 0 ] || fail "pmvm state inspect exited $RC"
-	size=$(stat -c %s /tmp/labguest.state)
-	head -c $((size / 2)) /tmp/labguest.state > /tmp/truncated.state
-	cp /tmp/labguest.state /tmp/corrupted.state
+	size=$(stat -c %s $STATE)
+	head -c $((size / 2)) $STATE > /tmp/truncated.state
+	cp $STATE /tmp/corrupted.state
 	printf '\377' | dd of=/tmp/corrupted.state bs=1 seek=$((size / 2)) conv=notrunc 2>/dev/null
-	cp /tmp/labguest.state /tmp/newer.state
+	cp $STATE /tmp/newer.state
 	printf '\011' | dd of=/tmp/newer.state bs=1 seek=8 conv=notrunc 2>/dev/null
-	daxpeek --sum /dev/dax0.0 || fail "daxpeek --sum failed"
+	mx_sum start
 	while read -r _tag _args; do
 		[ -n "$_tag" ] || continue
+		if [ "$_tag" = scrubbed ]; then
+			# A cold reboot instead of a kexec: the firmware cleared the
+			# memory. The region is put back after the refusal, so that
+			# the guest can still be resumed.
+			daxpeek --scrub /tmp/scrub.bin /dev/dax0.0 0 0x2000000 || fail "daxpeek --scrub failed"
+		fi
 		# shellcheck disable=SC2086 # _args is pmvm run's arguments, one a word
-		run_cmd "fault-$_tag" pmvm run $_args --log-level error
-		[ "$RC" != 0 ] || fail "pmvm run $_args was not refused"
+		run_cmd "mx-$_tag" pmvm run $_args --log-level error
+		if [ "$_tag" = scrubbed ]; then
+			daxpeek --unscrub /tmp/scrub.bin /dev/dax0.0 0 || fail "daxpeek --unscrub failed"
+			rm -f /tmp/scrub.bin
+		fi
+		mx_sum "$_tag"
 	done <<FAULTS_END
 $FAULTS
 FAULTS_END
-	daxpeek --sum /dev/dax0.0 || fail "daxpeek --sum failed"
+}
+# second_pmvm: another VM on the same backing while the guest runs.
+second_pmvm() {
+	# timeout: were it not refused, it would run a second guest in the same memory
+	run_cmd mx-second-pmvm timeout 60 pmvm run /lab/other-vm.toml --log-level error
+	_alive=no
+	pmvm_running && kill -0 "$PMVM_PID" 2>/dev/null && _alive=yes
+	lab "mx-second-pmvm-alive=$_alive"
+}
+# killed_resume N: kill -9 of the resuming pmvm the moment it has mapped
+# guest memory (before its vCPUs run), then resume N for real.
+killed_resume() {
+	pmvm_start /lab/guest.toml --incoming $STATE
+	killon "$PMVM_PID" /dev/dax0.0 120 || fail "killon did not kill the resuming pmvm"
+	pmvm_wait 30 || fail "the killed pmvm did not exit"
+	for _f in /tmp/labguest.state*; do lab "mx-killed-resume: after the kill: $_f"; done
+	if resume "$1"; then
+		lab "mx-killed-resume-end=resumed"
+		_p=$(grep -E -m1 "PMVM-GUEST pattern-verify [A-Za-z]+ .*round=$1 " "$LABTMP/console.lines" | sed -n 's/.*pattern-verify \([A-Za-z]*\) .*/\1/p')
+		lab "mx-killed-resume-pattern=$_p"
+		return 0
+	fi
+	pmvm_wait 30
+	sed 's/^/PMVM-LAB mx-killed-resume: /' "$LABTMP/pmvm.log"
+	lab "mx-killed-resume-end=refused"
+	return 1
+}
+# killed_save: pmvm suspend, then kill -9 of pmvm before any state is
+# written; neither the state path nor the last spent state may resume.
+killed_save() {
+	run_cmd suspend pmvm suspend $VM --timeout 60s
+	[ "$RC" = 0 ] || fail "pmvm suspend exited $RC: $OUT"
+	kill -KILL "$PMVM_PID"
+	pmvm_wait 30 || fail "pmvm did not exit after kill -9"
+	mx_sum after-kill
+	run_cmd mx-killed-save-new pmvm run /lab/guest.toml --incoming $STATE --log-level error
+	mx_sum killed-save-new
+	for _f in "$STATE".resumed-*; do _spent=$_f; done # the glob sorts: the newest last
+	run_cmd mx-killed-save-old pmvm run /lab/guest.toml --incoming "$_spent" --log-level error
+	mx_sum killed-save-old
 }
 n=1
 while [ $n -le "$CYCLES" ]; do
 	save $n
 	if [ $n = 1 ]; then faults; fi
-	resume $n
+	if [ $n = "$CYCLES" ]; then
+		killed_resume $n || { lab "the guest was lost: the last cases do not run"; exit 0; }
+	else
+		resume $n || fail "the guest did not report resume $n after pmvm run --incoming"
+	fi
+	if [ $n = 1 ]; then second_pmvm; fi
 	n=$((n+1))
 done
-pmvm_stop
+killed_save

@@ -1,0 +1,59 @@
+// Command killon runs in the lab host (static, CGO_ENABLED=0) and kills a
+// process with SIGKILL the moment it has mapped a given file, to inject a
+// crash at an exact step (the fault matrix: a resuming pmvm killed right
+// after it mapped guest memory, before its vCPUs run):
+//
+//	killon PID SUBSTRING TIMEOUT_SECONDS
+//	PMVM-LAB killon pid=<pid> mapped=<substring> after_ms=<ms> killed=yes
+//
+// It polls /proc/PID/maps about every 200 µs (a shell loop forks far too
+// slowly to hit a window of milliseconds). It exits 1 if the process
+// exited or the timeout passed first, saying which.
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func main() {
+	if len(os.Args) != 4 {
+		fmt.Fprintln(os.Stderr, "usage: killon PID SUBSTRING TIMEOUT_SECONDS")
+		os.Exit(2)
+	}
+	pid, err1 := strconv.Atoi(os.Args[1])
+	secs, err2 := strconv.Atoi(os.Args[3])
+	if err1 != nil || err2 != nil || pid <= 0 || secs <= 0 {
+		fmt.Fprintln(os.Stderr, "killon: PID and TIMEOUT_SECONDS must be positive integers")
+		os.Exit(2)
+	}
+	if err := killOn(pid, []byte(os.Args[2]), time.Duration(secs)*time.Second); err != nil {
+		fmt.Printf("PMVM-LAB killon-error: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func killOn(pid int, want []byte, timeout time.Duration) error {
+	t0 := time.Now()
+	maps := fmt.Sprintf("/proc/%d/maps", pid)
+	for time.Since(t0) < timeout {
+		b, err := os.ReadFile(maps)
+		if err != nil {
+			return fmt.Errorf("pid %d exited before it mapped %q (%v)", pid, want, err)
+		}
+		if bytes.Contains(b, want) {
+			if err := unix.Kill(pid, unix.SIGKILL); err != nil {
+				return fmt.Errorf("kill -9 %d: %w", pid, err)
+			}
+			fmt.Printf("PMVM-LAB killon pid=%d mapped=%s after_ms=%d killed=yes\n", pid, want, time.Since(t0).Milliseconds())
+			return nil
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+	return fmt.Errorf("pid %d did not map %q within %v", pid, want, timeout)
+}
