@@ -45,21 +45,21 @@ faults() {
 	cp $STATE /tmp/newer.state
 	printf '\011' | dd of=/tmp/newer.state bs=1 seek=8 conv=notrunc 2>/dev/null
 	mx_sum start
-	while read -r _tag _args; do
-		[ -n "$_tag" ] || continue
-		if [ "$_tag" = scrubbed ]; then
+	while read -r _case _args; do
+		[ -n "$_case" ] || continue
+		if [ "$_case" = scrubbed ]; then
 			# A cold reboot instead of a kexec: the firmware cleared the
 			# memory. The region is put back after the refusal, so that
 			# the guest can still be resumed.
 			daxpeek --scrub /tmp/scrub.bin /dev/dax0.0 0 0x2000000 || fail "daxpeek --scrub failed"
 		fi
 		# shellcheck disable=SC2086 # _args is pmvm run's arguments, one a word
-		run_cmd "mx-$_tag" pmvm run $_args --log-level error
-		if [ "$_tag" = scrubbed ]; then
+		run_cmd "mx-$_case" pmvm run $_args --log-level error
+		if [ "$_case" = scrubbed ]; then
 			daxpeek --unscrub /tmp/scrub.bin /dev/dax0.0 0 || fail "daxpeek --unscrub failed"
 			rm -f /tmp/scrub.bin
 		fi
-		mx_sum "$_tag"
+		mx_sum "$_case"
 	done <<FAULTS_END
 $FAULTS
 FAULTS_END
