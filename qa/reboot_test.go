@@ -65,7 +65,7 @@ func testLabRebootResume(t testing.TB) {
 		}
 		t.Logf("cycle %d: saved, new process resumed, pattern %s, after %v", n, v[1], time.Since(t1))
 	}
-	waitFor(t, vm, `PMVM-LAB scenario-exit=0`, 5*time.Minute)
+	waitFor(t, vm, `PMVM-LAB scenario-exit=0`, 10*time.Minute) // killed-save, a cold boot, killed-late-resume
 	if err := vm.Wait(time.Minute); err != nil {
 		t.Fatal(err)
 	}

@@ -48,6 +48,7 @@ var MatrixCases = []MatrixCase{
 	{"killed-resume", "restore: memory mapped, vCPUs not run", "kill -9 of the resuming pmvm, then resume again", EndResumed, "", ""},
 	{"killed-save-new", "save: guest in S3, state not written", "kill -9 of pmvm, then resume the state path", EndRefused, "already resumed", ""},
 	{"killed-save-old", "save: guest in S3, state not written", "kill -9 of pmvm, then resume the last spent state", EndRefused, "already resumed", ""},
+	{"killed-late-resume", "restore: state loaded, vCPUs not run", `kill -9 of the resuming pmvm at "state restored", then resume again`, EndResumed, "", ""},
 }
 
 // MatrixRow is a case and the end observed in the lab's output.

@@ -3,11 +3,12 @@
 // crash at an exact step (the fault matrix: a resuming pmvm killed right
 // after it mapped guest memory, before its vCPUs run):
 //
-//	killon PID SUBSTRING TIMEOUT_SECONDS
-//	PMVM-LAB killon pid=<pid> mapped=<substring> after_ms=<ms> killed=yes
+//	killon PID SUBSTRING TIMEOUT_SECONDS [FILE]
+//	PMVM-LAB killon pid=<pid> seen=<substring> in=<file> after_ms=<ms> killed=yes
 //
-// It polls /proc/PID/maps about every 200 µs (a shell loop forks far too
-// slowly to hit a window of milliseconds). It exits 1 if the process
+// It polls FILE (default /proc/PID/maps; a log file kills at a logged
+// step) about every 200 µs: a shell loop forks far too slowly to hit a
+// window of milliseconds. It exits 1 if the process
 // exited or the timeout passed first, saying which.
 package main
 
@@ -22,8 +23,8 @@ import (
 )
 
 func main() {
-	if len(os.Args) != 4 {
-		fmt.Fprintln(os.Stderr, "usage: killon PID SUBSTRING TIMEOUT_SECONDS")
+	if len(os.Args) != 4 && len(os.Args) != 5 {
+		fmt.Fprintln(os.Stderr, "usage: killon PID SUBSTRING TIMEOUT_SECONDS [FILE]")
 		os.Exit(2)
 	}
 	pid, err1 := strconv.Atoi(os.Args[1])
@@ -32,28 +33,34 @@ func main() {
 		fmt.Fprintln(os.Stderr, "killon: PID and TIMEOUT_SECONDS must be positive integers")
 		os.Exit(2)
 	}
-	if err := killOn(pid, []byte(os.Args[2]), time.Duration(secs)*time.Second); err != nil {
+	file := fmt.Sprintf("/proc/%d/maps", pid)
+	if len(os.Args) == 5 {
+		file = os.Args[4]
+	}
+	if err := killOn(pid, file, []byte(os.Args[2]), time.Duration(secs)*time.Second); err != nil {
 		fmt.Printf("PMVM-LAB killon-error: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func killOn(pid int, want []byte, timeout time.Duration) error {
+func killOn(pid int, file string, want []byte, timeout time.Duration) error {
 	t0 := time.Now()
-	maps := fmt.Sprintf("/proc/%d/maps", pid)
 	for time.Since(t0) < timeout {
-		b, err := os.ReadFile(maps)
+		b, err := os.ReadFile(file)
 		if err != nil {
-			return fmt.Errorf("pid %d exited before it mapped %q (%v)", pid, want, err)
+			return fmt.Errorf("read %s (has pid %d exited?): %v", file, pid, err)
+		}
+		if unix.Kill(pid, 0) != nil {
+			return fmt.Errorf("pid %d exited before %s showed %q", pid, file, want)
 		}
 		if bytes.Contains(b, want) {
 			if err := unix.Kill(pid, unix.SIGKILL); err != nil {
 				return fmt.Errorf("kill -9 %d: %w", pid, err)
 			}
-			fmt.Printf("PMVM-LAB killon pid=%d mapped=%s after_ms=%d killed=yes\n", pid, want, time.Since(t0).Milliseconds())
+			fmt.Printf("PMVM-LAB killon pid=%d seen=%q in=%s after_ms=%d killed=yes\n", pid, want, file, time.Since(t0).Milliseconds())
 			return nil
 		}
 		time.Sleep(200 * time.Microsecond)
 	}
-	return fmt.Errorf("pid %d did not map %q within %v", pid, want, timeout)
+	return fmt.Errorf("%s did not show %q within %v", file, want, timeout)
 }

@@ -72,22 +72,25 @@ second_pmvm() {
 	pmvm_running && kill -0 "$PMVM_PID" 2>/dev/null && _alive=yes
 	lab "mx-second-pmvm-alive=$_alive"
 }
-# killed_resume N: kill -9 of the resuming pmvm the moment it has mapped
-# guest memory (before its vCPUs run), then resume N for real.
+# killed_resume CASE N WHAT [FILE]: kill -9 of the resuming pmvm the
+# moment FILE (default: its /proc/PID/maps) shows WHAT (killon), before
+# its vCPUs run, then resume N for real.
 killed_resume() {
+	_kcase=$1; _kn=$2; _kwhat=$3; _kin=$4
 	pmvm_start /lab/guest.toml --incoming $STATE
-	killon "$PMVM_PID" /dev/dax0.0 120 || fail "killon did not kill the resuming pmvm"
-	pmvm_wait 30 || fail "the killed pmvm did not exit"
-	for _f in /tmp/labguest.state*; do lab "mx-killed-resume: after the kill: $_f"; done
-	if resume "$1"; then
-		lab "mx-killed-resume-end=resumed"
-		_p=$(grep -E -m1 "PMVM-GUEST pattern-verify [A-Za-z]+ .*round=$1 " "$LABTMP/console.lines" | sed -n 's/.*pattern-verify \([A-Za-z]*\) .*/\1/p')
-		lab "mx-killed-resume-pattern=$_p"
+	# shellcheck disable=SC2086 # _kin is empty or one path
+	killon "$PMVM_PID" "$_kwhat" 120 $_kin || fail "killon did not kill the resuming pmvm ($_kcase)"
+	pmvm_wait 30 || fail "the killed pmvm did not exit ($_kcase)"
+	for _f in "$STATE"*; do lab "mx-$_kcase: after the kill: $_f"; done
+	if resume "$_kn"; then
+		lab "mx-$_kcase-end=resumed"
+		_p=$(grep -E -m1 "PMVM-GUEST pattern-verify [A-Za-z]+ .*round=$_kn " "$LABTMP/console.lines" | sed -n 's/.*pattern-verify \([A-Za-z]*\) .*/\1/p')
+		lab "mx-$_kcase-pattern=$_p"
 		return 0
 	fi
 	pmvm_wait 30
-	sed 's/^/PMVM-LAB mx-killed-resume: /' "$LABTMP/pmvm.log"
-	lab "mx-killed-resume-end=refused"
+	sed "s/^/PMVM-LAB mx-$_kcase: /" "$LABTMP/pmvm.log"
+	lab "mx-$_kcase-end=refused"
 	return 1
 }
 # killed_save: pmvm suspend, then kill -9 of pmvm before any state is
@@ -109,7 +112,7 @@ while [ $n -le "$CYCLES" ]; do
 	save $n
 	if [ $n = 1 ]; then faults; fi
 	if [ $n = "$CYCLES" ]; then
-		killed_resume $n || { lab "the guest was lost: the last cases do not run"; exit 0; }
+		killed_resume killed-resume $n /dev/dax0.0 || { lab "the guest was lost: the last cases do not run"; exit 0; }
 	else
 		resume $n || fail "the guest did not report resume $n after pmvm run --incoming"
 	fi
@@ -117,3 +120,10 @@ while [ $n -le "$CYCLES" ]; do
 	n=$((n+1))
 done
 killed_save
+# killed-late-resume needs a guest again: a cold boot (the state is
+# spent, so nothing forbids it), a save, then a resume killed once it
+# has logged "state restored" (the memory's generation already advanced).
+pmvm_start /lab/guest.toml
+wait_for 'PMVM-GUEST ready' 600 || fail "the guest cold-booted after the killed save never got ready"
+save late
+if killed_resume killed-late-resume 1 'state restored' "$LABTMP/pmvm.log"; then pmvm_stop; fi
