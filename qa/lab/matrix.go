@@ -64,7 +64,7 @@ func (r MatrixRow) OK() bool { return r.Observed == r.Expect }
 var (
 	mxSumRe  = regexp.MustCompile(`^mx-sum case=(\S+) sha256=([0-9a-f]+)$`)
 	mxExitRe = regexp.MustCompile(`^mx-(\S+)-exit=(\d+) `)
-	mxEndRe  = regexp.MustCompile(`^mx-(\S+)-(alive|end|pattern)=(\S+)$`)
+	mxEndRe  = regexp.MustCompile(`^mx-(\S+)-(alive|end|pattern|landed)=(\S+)$`)
 )
 
 // mxFacts is what the scenario printed about one case.
@@ -73,6 +73,7 @@ type mxFacts struct {
 	exit                string   // its command's exit code; "" if it did not run
 	before, after       string   // the device's SHA-256 before and after it
 	alive, end, pattern string   // second-pmvm: the first pmvm still ran; killed-resume: resumed|refused, pattern ok|BAD
+	landed              string   // killed-*resume: where the kill landed (before-the-move-aside, after-the-move-aside, after-the-wake)
 	ran                 bool
 }
 
@@ -123,6 +124,8 @@ func JudgeMatrix(lines []string) []MatrixRow {
 				f.end = m[3]
 			case "pattern":
 				f.pattern = m[3]
+			case "landed":
+				f.landed = m[3]
 			}
 			continue
 		}
@@ -147,13 +150,16 @@ func judgeCase(c MatrixCase, f *mxFacts) MatrixRow {
 	said := saying(f.out, c.Want)
 	switch c.Expect {
 	case EndResumed:
+		landed := "kill landed " + f.landed + "; "
 		switch {
+		case f.landed == "after-the-wake":
+			r.Observed, r.Detail = "not injected: the kill came after the wake", landed+firstOr(said, f.out, "")
 		case f.end != "resumed":
-			r.Observed, r.Detail = "refused: guest lost", firstOr(said, f.out, "the resume after the kill did not run the guest")
+			r.Observed, r.Detail = "refused: guest lost", landed+lastOr(f.out, "the resume after the kill did not run the guest")
 		case f.pattern != "ok":
 			r.Observed, r.Detail = "resumed, memory CHANGED", "pattern-verify "+f.pattern
 		default:
-			r.Observed, r.Detail = EndResumed, "pattern-verify ok; "+strings.Join(f.out, "; ")
+			r.Observed, r.Detail = EndResumed, landed+"pattern-verify ok; "+strings.Join(f.out, "; ")
 		}
 		return r
 	}
@@ -200,6 +206,17 @@ func firstOr(said string, out []string, none string) string {
 	}
 	if len(out) > 0 {
 		return strings.Join(out, "; ")
+	}
+	return none
+}
+
+// lastOr returns the last line of out that says "pmvm run:" (pmvm's
+// refusal, after its log lines), else none.
+func lastOr(out []string, none string) string {
+	for i := len(out) - 1; i >= 0; i-- {
+		if strings.Contains(out[i], "pmvm run:") {
+			return out[i]
+		}
 	}
 	return none
 }

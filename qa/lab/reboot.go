@@ -50,9 +50,13 @@ func RebootStandard(seed uint64, cycles int) Standard {
 //   - the last cycle's resume, "killed-resume": the resuming pmvm is killed
 //     (kill -9, by killon) the moment it has mapped /dev/dax0.0, then the
 //     resume is run again and must wake the guest with its pattern intact;
-//   - at the end, "killed-save-*": pmvm suspend, kill -9 of pmvm before any
-//     state is written, then the state path and the last spent state file
-//     must both be refused with the device's hash unchanged.
+//   - then "killed-save-*": pmvm suspend, kill -9 of pmvm before any state
+//     is written, then the state path and the last spent state file must
+//     both be refused with the device's hash unchanged;
+//   - last, "killed-late-resume": the guest cold-booted again and saved,
+//     the resuming pmvm is killed once it has logged "state restored"
+//     (memory loaded, its generation advanced, the vCPUs not yet run),
+//     and the resume run again must wake the guest.
 //
 // Lines, in order (JudgeMatrix reads the mx- ones):
 //
@@ -74,6 +78,8 @@ func RebootStandard(seed uint64, cycles int) Standard {
 //	        PMVM-LAB mx-second-pmvm-alive=yes|no
 //	PMVM-LAB mx-sum case=after-kill sha256=<hex>; PMVM-LAB mx-killed-save-new: ... -exit=<code>;
 //	PMVM-LAB mx-sum case=killed-save-new ...; the same for killed-save-old
+//	PMVM-LAB pmvm-started ... args=/lab/guest.toml; PMVM-LAB got: PMVM-GUEST ready ...; PMVM-LAB save-late...
+//	PMVM-LAB killon ...; PMVM-LAB mx-killed-late-resume: ...; PMVM-LAB mx-killed-late-resume-end=resumed|refused ...
 //	PMVM-LAB scenario-exit=0
 func RebootScenario(cycles int) string {
 	var faults strings.Builder

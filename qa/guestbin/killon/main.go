@@ -3,8 +3,12 @@
 // crash at an exact step (the fault matrix: a resuming pmvm killed right
 // after it mapped guest memory, before its vCPUs run):
 //
-//	killon PID SUBSTRING TIMEOUT_SECONDS [FILE]
+//	killon PID|PIDFILE SUBSTRING TIMEOUT_SECONDS [FILE]
 //	PMVM-LAB killon pid=<pid> seen=<substring> in=<file> after_ms=<ms> killed=yes
+//
+// Given a PIDFILE, it waits for the file to hold a pid first: started
+// before the process, it cannot miss a step taken in its first
+// milliseconds (pmvm resumes a guest in about 100 ms).
 //
 // It polls FILE (default /proc/PID/maps; a log file kills at a logged
 // step) about every 200 µs: a shell loop forks far too slowly to hit a
@@ -27,11 +31,17 @@ func main() {
 		fmt.Fprintln(os.Stderr, "usage: killon PID SUBSTRING TIMEOUT_SECONDS [FILE]")
 		os.Exit(2)
 	}
-	pid, err1 := strconv.Atoi(os.Args[1])
-	secs, err2 := strconv.Atoi(os.Args[3])
-	if err1 != nil || err2 != nil || pid <= 0 || secs <= 0 {
-		fmt.Fprintln(os.Stderr, "killon: PID and TIMEOUT_SECONDS must be positive integers")
+	secs, err := strconv.Atoi(os.Args[3])
+	if err != nil || secs <= 0 {
+		fmt.Fprintln(os.Stderr, "killon: TIMEOUT_SECONDS must be a positive integer")
 		os.Exit(2)
+	}
+	pid, err := strconv.Atoi(os.Args[1])
+	if err != nil {
+		if pid, err = waitPidFile(os.Args[1], time.Duration(secs)*time.Second); err != nil {
+			fmt.Printf("PMVM-LAB killon-error: %v\n", err)
+			os.Exit(1)
+		}
 	}
 	file := fmt.Sprintf("/proc/%d/maps", pid)
 	if len(os.Args) == 5 {
@@ -63,4 +73,18 @@ func killOn(pid int, file string, want []byte, timeout time.Duration) error {
 		time.Sleep(200 * time.Microsecond)
 	}
 	return fmt.Errorf("%s did not show %q within %v", file, want, timeout)
+}
+
+// waitPidFile polls path until it holds a positive pid.
+func waitPidFile(path string, timeout time.Duration) (int, error) {
+	for t0 := time.Now(); time.Since(t0) < timeout; time.Sleep(200 * time.Microsecond) {
+		b, err := os.ReadFile(path)
+		if err != nil || !bytes.HasSuffix(b, []byte("\n")) {
+			continue // not there yet, or not written in full
+		}
+		if pid, err := strconv.Atoi(string(bytes.TrimSpace(b))); err == nil && pid > 0 {
+			return pid, nil
+		}
+	}
+	return 0, fmt.Errorf("no pid in %s within %v", path, timeout)
 }

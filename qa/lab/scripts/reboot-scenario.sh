@@ -77,10 +77,22 @@ second_pmvm() {
 # its vCPUs run, then resume N for real.
 killed_resume() {
 	_kcase=$1; _kn=$2; _kwhat=$3; _kin=$4
-	pmvm_start /lab/guest.toml --incoming $STATE
+	# killon waits for the pid file pmvm_start writes: started first, it
+	# cannot miss a step of the resume's first milliseconds.
+	rm -f "$LABTMP/pmvm.pid"
 	# shellcheck disable=SC2086 # _kin is empty or one path
-	killon "$PMVM_PID" "$_kwhat" 120 $_kin || fail "killon did not kill the resuming pmvm ($_kcase)"
+	killon "$LABTMP/pmvm.pid" "$_kwhat" 120 $_kin > "$LABTMP/killon.out" &
+	_killon=$!
+	pmvm_start /lab/guest.toml --incoming $STATE
+	wait $_killon; _krc=$?
+	cat "$LABTMP/killon.out"
+	[ $_krc = 0 ] || fail "killon did not kill the resuming pmvm ($_kcase)"
 	pmvm_wait 30 || fail "the killed pmvm did not exit ($_kcase)"
+	# Where the kill landed: pmvm logs the move-aside after the wake.
+	if grep -q 'moved aside before the wake' "$LABTMP/pmvm.log"; then _landed=after-the-wake
+	elif [ -e $STATE ]; then _landed=before-the-move-aside
+	else _landed=after-the-move-aside; fi
+	lab "mx-$_kcase-landed=$_landed"
 	for _f in "$STATE"*; do lab "mx-$_kcase: after the kill: $_f"; done
 	if resume "$_kn"; then
 		lab "mx-$_kcase-end=resumed"
