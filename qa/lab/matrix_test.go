@@ -9,9 +9,13 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// testdata/reboot-matrix-console.log is the console of a real, passing
+// testdata/reboot-matrix-console.log is the console of a real
 // TestLabRebootResume run (the lab host's lines, with the relayed pmvm and
-// guest lines), as VM.WaitFor sees them.
+// guest lines), as VM.WaitFor sees them. Every case ended as it must but
+// killed-late-resume: pmvm advances the memory's generation when the state
+// is loaded, before it moves the state file aside and wakes the vCPUs, so
+// a pmvm killed in between leaves a state that is refused as "already
+// resumed" though the guest never ran (a product defect, issue 12).
 const matrixFixture = "testdata/reboot-matrix-console.log"
 
 // recordedMatrix returns the fixture's lines after "PMVM-LAB ", as the
@@ -29,16 +33,22 @@ func recordedMatrix(t *testing.T) []string {
 	return out
 }
 
-func TestJudgeMatrixRecordedRunEndsAsExpected(t *testing.T) {
+func TestJudgeMatrixRecordedRun(t *testing.T) {
 	rows := JudgeMatrix(recordedMatrix(t))
 	require.Len(t, rows, len(MatrixCases))
 	for _, r := range rows {
+		if r.Tag == "killed-late-resume" {
+			assert.Equal(t, "refused: guest lost", r.Observed, r.Detail)
+			assert.Contains(t, r.Detail, "kill landed before-the-move-aside")
+			assert.Contains(t, r.Detail, "it was already resumed")
+			continue
+		}
 		assert.True(t, r.OK(), "%s: expected %q, observed %q: %s", r.Tag, r.Expect, r.Observed, r.Detail)
 	}
 	table := FormatMatrix(rows)
 	t.Log("\n" + table)
 	assert.Contains(t, table, "case ")
-	assert.NotContains(t, table, "WRONG")
+	assert.Equal(t, 1, strings.Count(table, "<-- WRONG"))
 	for _, c := range MatrixCases {
 		assert.Contains(t, table, c.Tag+" ")
 	}
@@ -56,6 +66,7 @@ func TestJudgeMatrixCatchesWrongEnds(t *testing.T) {
 		{"the second pmvm took the guest down", "second-pmvm", "mx-second-pmvm-alive=yes", "mx-second-pmvm-alive=no", "refused, but the running guest's pmvm died"},
 		{"the guest lost after a killed resume", "killed-resume", "mx-killed-resume-end=resumed", "mx-killed-resume-end=refused", "refused: guest lost"},
 		{"memory changed across a killed resume", "killed-resume", "mx-killed-resume-pattern=ok", "mx-killed-resume-pattern=BAD", "resumed, memory CHANGED"},
+		{"a kill that came too late to be the fault", "killed-resume", "mx-killed-resume-landed=before-the-move-aside", "mx-killed-resume-landed=after-the-wake", "not injected: the kill came after the wake"},
 		{"a case that never ran", "killed-save-old", "mx-killed-save-old", "dropped", "not run"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
