@@ -46,6 +46,7 @@ var MatrixCases = []MatrixCase{
 		"/lab/guest.toml --incoming /tmp/labguest.state"},
 	{"second-pmvm", "run: guest running", "second pmvm (VM otherguest) on the same /dev/dax0.0", EndRefusedRunning, "is in use by", ""},
 	{"killed-resume", "restore: memory mapped, vCPUs not run", "kill -9 of the resuming pmvm, then resume again", EndResumed, "", ""},
+	{"disk-full", "save: state file written", "state_dir full (a full 4 KiB tmpfs)", EndRefusedRunning, "no space left on device", ""},
 	{"killed-save-new", "save: guest in S3, state not written", "kill -9 of pmvm, then resume the state path", EndRefused, "already resumed", ""},
 	{"killed-save-old", "save: guest in S3, state not written", "kill -9 of pmvm, then resume the last spent state", EndRefused, "already resumed", ""},
 	{"killed-late-resume", "restore: state loaded, vCPUs not run", `kill -9 of the resuming pmvm at "state restored", then resume again`, EndResumed, "", ""},
@@ -172,7 +173,9 @@ func judgeCase(c MatrixCase, f *mxFacts) MatrixRow {
 		r.Observed, r.Detail = fmt.Sprintf("refused (exit %s) without saying %q", f.exit, c.Want), firstOr("", f.out, "no output")
 	case c.Expect == EndRefusedRunning:
 		if f.alive != "yes" {
-			r.Observed, r.Detail = "refused, but the running guest's pmvm died", said
+			r.Observed, r.Detail = "refused, but the guest does not run on", said
+		} else if f.pattern != "" && f.pattern != "ok" {
+			r.Observed, r.Detail = "refused, guest runs on, memory CHANGED or unchecked", "pattern-verify "+f.pattern+"; "+said
 		} else {
 			r.Observed, r.Detail = EndRefusedRunning, said
 		}

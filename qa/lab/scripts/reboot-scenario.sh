@@ -64,13 +64,34 @@ faults() {
 $FAULTS
 FAULTS_END
 }
+# guest_alive CASE: whether pmvm still runs the guest after CASE.
+guest_alive() {
+	_alive=no
+	pmvm_running && kill -0 "$PMVM_PID" 2>/dev/null &&
+		pmvm status $VM --json | grep -Eq '"runstate": ?"running"' && _alive=yes
+	lab "mx-$1-alive=$_alive"
+}
 # second_pmvm: another VM on the same backing while the guest runs.
 second_pmvm() {
 	# timeout: were it not refused, it would run a second guest in the same memory
 	run_cmd mx-second-pmvm timeout 60 pmvm run /lab/other-vm.toml --log-level error
-	_alive=no
-	pmvm_running && kill -0 "$PMVM_PID" 2>/dev/null && _alive=yes
-	lab "mx-second-pmvm-alive=$_alive"
+	guest_alive second-pmvm
+}
+# disk_full N: pmvm save to a full file system; the guest must be woken
+# again and report resume N with its pattern intact.
+disk_full() {
+	mkdir -p /tmp/full
+	mount -t tmpfs -o size=4k tmpfs /tmp/full || fail "cannot mount a 4 KiB tmpfs on /tmp/full"
+	dd if=/dev/zero of=/tmp/full/filler bs=1024 count=16 2>/dev/null # stops at ENOSPC: the file system is full
+	run_cmd mx-disk-full pmvm save $VM --state /tmp/full/labguest.state --timeout 60s
+	guest_alive disk-full
+	_p=none
+	if wait_for "PMVM-GUEST pattern-verify [A-Za-z]+ .*round=$1 " 120; then
+		_p=$(echo "$GOT" | sed -n 's/.*pattern-verify \([A-Za-z]*\) .*/\1/p')
+	fi
+	lab "mx-disk-full-pattern=$_p"
+	for _f in /tmp/full/* /tmp/full/.*; do [ -f "$_f" ] && lab "mx-disk-full: left in the full file system: $_f"; done
+	umount /tmp/full
 }
 # killed_resume CASE N WHAT [FILE]: kill -9 of the resuming pmvm the
 # moment FILE (default: its /proc/PID/maps) shows WHAT (killon), before
@@ -131,6 +152,7 @@ while [ $n -le "$CYCLES" ]; do
 	if [ $n = 1 ]; then second_pmvm; fi
 	n=$((n+1))
 done
+disk_full $((CYCLES + 1))
 killed_save
 # killed-late-resume needs a guest again: a cold boot (the state is
 # spent, so nothing forbids it), a save, then a resume killed once it
