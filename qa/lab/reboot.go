@@ -50,6 +50,9 @@ func RebootStandard(seed uint64, cycles int) Standard {
 //   - the last cycle's resume, "killed-resume": the resuming pmvm is killed
 //     (kill -9, by killon) the moment it has mapped /dev/dax0.0, then the
 //     resume is run again and must wake the guest with its pattern intact;
+//   - then "disk-full": pmvm save to a full file system must be refused and
+//     the guest woken again, reporting its next resume with its pattern
+//     intact;
 //   - then "killed-save-*": pmvm suspend, kill -9 of pmvm before any state
 //     is written, then the state path and the last spent state file must
 //     both be refused with the device's hash unchanged;
@@ -76,6 +79,7 @@ func RebootStandard(seed uint64, cycles int) Standard {
 //	(n = last) PMVM-LAB mx-killed-resume-end=resumed|refused; PMVM-LAB mx-killed-resume-pattern=ok|BAD
 //	(n = 1) PMVM-LAB mx-second-pmvm: <refusal> ... PMVM-LAB mx-second-pmvm-exit=<code> secs=<s>
 //	        PMVM-LAB mx-second-pmvm-alive=yes|no
+//	PMVM-LAB mx-disk-full: <refusal> ...; PMVM-LAB mx-disk-full-alive=yes|no; PMVM-LAB mx-disk-full-pattern=ok|BAD|none
 //	PMVM-LAB mx-sum case=after-kill sha256=<hex>; PMVM-LAB mx-killed-save-new: ... -exit=<code>;
 //	PMVM-LAB mx-sum case=killed-save-new ...; the same for killed-save-old
 //	PMVM-LAB pmvm-started ... args=/lab/guest.toml; PMVM-LAB got: PMVM-GUEST ready ...; PMVM-LAB save-late...
