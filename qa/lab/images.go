@@ -113,6 +113,7 @@ func (l *Lab) Guest(k *Kernel, spec GuestSpec) (*GuestImage, error) {
 const (
 	GuestPattern = "/bin/pattern" // in the guest
 	LabDaxpeek   = "/bin/daxpeek" // in the lab host
+	LabKillon    = "/bin/killon"  // in the lab host: kill -9 at a mapping (qa/guestbin/killon)
 	LabKVMHold   = "/bin/kvmhold" // in the lab host: qa/guestbin/kvmhold
 	LabLib       = "/lab/lib.sh"  // in the lab host: ScenarioLib
 )
@@ -261,7 +262,7 @@ func (l *Lab) Host(spec HostSpec) (*HostImage, error) {
 }
 
 // addDaxTools puts what a lab host needs for device-dax into im: ndctl
-// and daxctl with their libraries, and daxpeek.
+// and daxctl with their libraries, daxpeek and killon.
 func (l *Lab) addDaxTools(im *Image) error {
 	for _, d := range []struct{ pkg, bin string }{
 		{NdctlPackage, "usr/bin/ndctl"},
@@ -276,6 +277,11 @@ func (l *Lab) addDaxTools(im *Image) error {
 		return err
 	}
 	im.HostFile(strings.TrimPrefix(LabDaxpeek, "/"), peek, 0o755)
+	killon, err := l.BuildStatic("./qa/guestbin/killon", "killon")
+	if err != nil {
+		return err
+	}
+	im.HostFile(strings.TrimPrefix(LabKillon, "/"), killon, 0o755)
 	return nil
 }
 
