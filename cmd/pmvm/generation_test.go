@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -75,16 +74,7 @@ func TestColdBootSpendsSavedStates(t *testing.T) {
 	useGenerationDir(t)
 	dir, cfg, backing, statePath := savedGuest(t)
 
-	ctl := filepath.Join(dir, "control.sock")
-	exited := make(chan int, 1)
-	go func() {
-		var o, e bytes.Buffer
-		exited <- runMain([]string{"run", cfg, "--log-level", "error"}, &o, &e)
-	}()
-	require.Eventually(t, func() bool {
-		var o, e bytes.Buffer
-		return cmdStatus([]string{"tiny", "--control", ctl}, &o, &e) == 0 && strings.Contains(o.String(), "suspended")
-	}, 10*time.Second, 10*time.Millisecond, "the cold boot runs")
+	ctl, exited := bootToS3(t, dir, cfg)
 	vmm.CallControl(ctl, vmm.ControlRequest{Command: "stop", Timeout: 2000})
 	select {
 	case <-exited:

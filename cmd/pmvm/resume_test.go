@@ -140,21 +140,29 @@ func savedGuest(t *testing.T) (dir, cfg, backing, statePath string) {
 	dir = t.TempDir()
 	backing = shmBacking(t, "")
 	cfg = rebootModeConfig(t, dir, suspendingKernel(t, dir), backing, 1)
-	ctl := filepath.Join(dir, "control.sock")
-	exited := make(chan int, 1)
-	go func() {
-		var o, e bytes.Buffer
-		exited <- runMain([]string{"run", cfg, "--log-level", "error"}, &o, &e)
-	}()
-	require.Eventually(t, func() bool {
-		var o, e bytes.Buffer
-		return cmdStatus([]string{"tiny", "--control", ctl}, &o, &e) == 0 && strings.Contains(o.String(), "suspended")
-	}, 10*time.Second, 10*time.Millisecond)
+	ctl, exited := bootToS3(t, dir, cfg)
 	statePath = filepath.Join(dir, "tiny.state")
 	var so, se bytes.Buffer
 	require.Equal(t, 0, cmdSave([]string{"tiny", "--control", ctl, "--state", statePath}, &so, &se), se.String())
 	require.Equal(t, exitPowerOff, <-exited)
 	return dir, cfg, backing, statePath
+}
+
+// bootToS3 cold-boots the tiny guest of cfg (in dir) in a pmvm run of its
+// own and waits until it has suspended itself; exited gets run's exit code.
+func bootToS3(t *testing.T, dir, cfg string) (ctl string, exited <-chan int) {
+	t.Helper()
+	ctl = filepath.Join(dir, "control.sock")
+	done := make(chan int, 1)
+	go func() {
+		var o, e bytes.Buffer
+		done <- runMain([]string{"run", cfg, "--log-level", "error"}, &o, &e)
+	}()
+	require.Eventually(t, func() bool {
+		var o, e bytes.Buffer
+		return cmdStatus([]string{"tiny", "--control", ctl}, &o, &e) == 0 && strings.Contains(o.String(), "suspended")
+	}, 10*time.Second, 10*time.Millisecond, "the cold boot runs and the guest suspends itself")
+	return ctl, done
 }
 
 // TestResumeRefusals proves each bad resume is refused with a message that

@@ -29,20 +29,7 @@ func TestLongModeGuest(t *testing.T) {
 	sys, err := kvm.OpenSystem()
 	require.NoError(t, err, "this test needs /dev/kvm")
 	defer sys.Close()
-	vm, err := sys.CreateVM()
-	require.NoError(t, err)
-	defer vm.Close()
-	require.NoError(t, vm.SetTSSAddr(TSSAddr))
-	require.NoError(t, vm.SetIdentityMapAddr(IdentityMapAddr))
-	require.NoError(t, vm.CreateIRQChip())
-	require.NoError(t, vm.CreatePIT2(kvm.PITSpeakerDummy))
-
-	const size = 4 << 20
-	mem, err := unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_ANONYMOUS)
-	require.NoError(t, err)
-	defer unix.Munmap(mem)
-	require.NoError(t, vm.SetUserMemoryRegion(0, 0, size, uintptr(unsafe.Pointer(&mem[0]))))
-	require.NoError(t, WriteBootTables(byteMem(mem)))
+	vm, mem := newBootVM(t, sys)
 
 	const done = 0x501
 	code := []byte{
@@ -109,4 +96,25 @@ func TestGDTEntryEncoding(t *testing.T) {
 	require.EqualValues(t, 1, cs.L)
 	require.EqualValues(t, 0xb, cs.Type)
 	require.EqualValues(t, 0xffffffff, cs.Limit)
+}
+
+// newBootVM is a VM with an irqchip and PIT, 4 MiB of RAM at 0 and the
+// boot tables (GDT, page tables) written: ready for a long-mode vCPU.
+// It is closed when the test ends.
+func newBootVM(t *testing.T, sys *kvm.System) (*kvm.VM, []byte) {
+	t.Helper()
+	vm, err := sys.CreateVM()
+	require.NoError(t, err)
+	t.Cleanup(func() { vm.Close() })
+	require.NoError(t, vm.SetTSSAddr(TSSAddr))
+	require.NoError(t, vm.SetIdentityMapAddr(IdentityMapAddr))
+	require.NoError(t, vm.CreateIRQChip())
+	require.NoError(t, vm.CreatePIT2(kvm.PITSpeakerDummy))
+	const size = 4 << 20
+	mem, err := unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_ANONYMOUS)
+	require.NoError(t, err)
+	t.Cleanup(func() { unix.Munmap(mem) })
+	require.NoError(t, vm.SetUserMemoryRegion(0, 0, size, uintptr(unsafe.Pointer(&mem[0]))))
+	require.NoError(t, WriteBootTables(byteMem(mem)))
+	return vm, mem
 }

@@ -4,11 +4,9 @@ import (
 	"encoding/binary"
 	"runtime"
 	"testing"
-	"unsafe"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"golang.org/x/sys/unix"
 
 	"github.com/pmvm/pmvm/vmm/kvm"
 )
@@ -42,19 +40,7 @@ func TestGuestSeesXSaveSizeOfItsXCR0(t *testing.T) {
 	}
 	want := xsaveSize(leaves, xcr0)
 
-	vm, err := sys.CreateVM()
-	require.NoError(t, err)
-	defer vm.Close()
-	require.NoError(t, vm.SetTSSAddr(TSSAddr))
-	require.NoError(t, vm.SetIdentityMapAddr(IdentityMapAddr))
-	require.NoError(t, vm.CreateIRQChip())
-	require.NoError(t, vm.CreatePIT2(kvm.PITSpeakerDummy))
-	const size = 4 << 20
-	mem, err := unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_ANONYMOUS)
-	require.NoError(t, err)
-	defer unix.Munmap(mem)
-	require.NoError(t, vm.SetUserMemoryRegion(0, 0, size, uintptr(unsafe.Pointer(&mem[0]))))
-	require.NoError(t, WriteBootTables(byteMem(mem)))
+	vm, mem := newBootVM(t, sys)
 
 	const done = 0x501
 	code := []byte{
